@@ -1,0 +1,106 @@
+"""The one configuration schema of the framework, with its defaults.
+
+Key names follow OSTrack's ``lib/config/ostrack/config.py`` so that official experiment YAML files load
+unchanged. Additions are marked: the ViT dimensions (``MODEL.BACKBONE.EMBED_DIM`` ...) so that small
+models are a config away. A key's type is the type of its default (an ``int`` is accepted where a
+``float`` is expected); ``None`` defaults accept a string or null.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def default_config_dict() -> dict[str, Any]:
+    """A fresh nested dict of every known key with its default value."""
+    return {
+        "MODEL": {
+            "PRETRAIN_FILE": "mae_pretrain_vit_base.pth",
+            "EXTRA_MERGER": False,
+            "RETURN_INTER": False,
+            "RETURN_STAGES": [2, 5, 8, 11],
+            "BACKBONE": {
+                "TYPE": "vit_base_patch16_224",  # '_ce' suffix = candidate elimination at CE_LOC
+                "STRIDE": 16,
+                "MID_PE": False,
+                "SEP_SEG": False,
+                "CAT_MODE": "direct",
+                "MERGE_LAYER": 0,
+                "ADD_CLS_TOKEN": False,
+                "CLS_TOKEN_USE_MODE": "ignore",
+                "CE_LOC": [],
+                "CE_KEEP_RATIO": [],
+                "CE_TEMPLATE_RANGE": "ALL",  # ALL, CTR_POINT, CTR_REC, GT_BOX
+                # LoReTrack additions: ViT-B/16 unless a config says otherwise.
+                "EMBED_DIM": 768,
+                "DEPTH": 12,
+                "NUM_HEADS": 12,
+                "PATCH_SIZE": 16,
+                "MLP_RATIO": 4.0,
+            },
+            "HEAD": {
+                "TYPE": "CENTER",
+                "NUM_CHANNELS": 256,
+            },
+        },
+        "TRAIN": {
+            "LR": 0.0001,
+            "WEIGHT_DECAY": 0.0001,
+            "EPOCH": 500,
+            "LR_DROP_EPOCH": 400,
+            "BATCH_SIZE": 16,
+            "NUM_WORKER": 8,
+            "OPTIMIZER": "ADAMW",
+            "BACKBONE_MULTIPLIER": 0.1,
+            "GIOU_WEIGHT": 2.0,
+            "L1_WEIGHT": 5.0,
+            "FREEZE_LAYERS": [0],
+            "PRINT_INTERVAL": 50,
+            "VAL_EPOCH_INTERVAL": 20,
+            "GRAD_CLIP_NORM": 0.1,
+            "AMP": False,
+            "CE_START_EPOCH": 20,
+            "CE_WARM_EPOCH": 80,
+            "DROP_PATH_RATE": 0.1,
+            "SCHEDULER": {
+                "TYPE": "step",
+                "DECAY_RATE": 0.1,
+            },
+        },
+        "DATA": {
+            "SAMPLER_MODE": "causal",
+            "MEAN": [0.485, 0.456, 0.406],
+            "STD": [0.229, 0.224, 0.225],
+            "MAX_SAMPLE_INTERVAL": 200,
+            "TRAIN": {
+                "DATASETS_NAME": ["LASOT", "GOT10K_vottrain"],
+                "DATASETS_RATIO": [1, 1],
+                "SAMPLE_PER_EPOCH": 60000,
+            },
+            "VAL": {
+                "DATASETS_NAME": ["GOT10K_votval"],
+                "DATASETS_RATIO": [1],
+                "SAMPLE_PER_EPOCH": 10000,
+            },
+            "SEARCH": {
+                "SIZE": 320,
+                "FACTOR": 5.0,
+                "CENTER_JITTER": 4.5,
+                "SCALE_JITTER": 0.5,
+                "NUMBER": 1,
+            },
+            "TEMPLATE": {
+                "NUMBER": 1,
+                "SIZE": 128,
+                "FACTOR": 2.0,
+                "CENTER_JITTER": 0,
+                "SCALE_JITTER": 0,
+            },
+        },
+        "TEST": {
+            "TEMPLATE_FACTOR": 2.0,
+            "TEMPLATE_SIZE": 128,
+            "SEARCH_FACTOR": 5.0,
+            "SEARCH_SIZE": 320,
+            "EPOCH": 500,
+        },
+    }

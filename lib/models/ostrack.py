@@ -1,0 +1,95 @@
+"""OSTrack: the one-stream ViT backbone plus the CENTER head, built from a config.
+
+The same class serves OSTrack, the LoReTrack student and the LoReTrack teacher; only the config
+(resolution, CE, ViT size) differs.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from lib.models.head import CenterHead
+from lib.models.vit import VisionTransformerTracker, ce_template_mask
+from lib.utils.errors import ConfigError
+
+SUPPORTED_BACKBONES = ("vit_base_patch16_224", "vit_base_patch16_224_ce", "vit", "vit_ce")
+
+
+class OSTrack(nn.Module):
+    def __init__(self, backbone: VisionTransformerTracker, box_head: CenterHead,
+                 ce_template_range: str = "ALL") -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.box_head = box_head
+        self.ce_template_range = ce_template_range
+
+    @property
+    def search_feat_size(self) -> int:
+        return self.backbone.search_grid[0]
+
+    def ce_template_mask(self, batch: int, device: torch.device | str,
+                         template_boxes: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The configured CE template mask for a batch (None when CE is off or uses all template rows)."""
+        if not self.backbone.ce_loc:
+            return None
+        return ce_template_mask(self.backbone.template_grid[0], self.ce_template_range, batch, device,
+                                template_boxes, self.backbone.template_grid[0] * self.backbone.patch_size)
+
+    def forward(self, template: torch.Tensor, search: torch.Tensor,
+                ce_template_mask: torch.Tensor | None = None, ce_keep_rate: float | None = None,
+                return_qkv: bool | Sequence[int] = False, return_block_out: bool | Sequence[int] = False,
+                gt_score_map: torch.Tensor | None = None) -> dict[str, Any]:
+        """Track ``template`` in ``search``; boxes are normalised (cx, cy, w, h) in the search crop.
+
+        Returns ``pred_boxes`` (B, 1, 4), ``score_map``, ``size_map``, ``offset_map``, the head input
+        ``opt_feat`` (B, C, F, F), ``backbone_feat`` (B, Nz + Nx, C), CE book-keeping
+        (``removed_indexes_s``, ``global_index_s``) and, when asked, per-block ``qkv`` {block: (q, k, v)}
+        (each (B, heads, N, head_dim)) and ``block_out`` {block: tokens}.
+        """
+        feats = self.backbone(template, search, ce_template_mask=ce_template_mask, ce_keep_rate=ce_keep_rate,
+                              return_qkv=return_qkv, return_block_out=return_block_out)
+        num_search = self.backbone.num_search_tokens
+        search_tokens = feats.tokens[:, -num_search:]
+        batch, _, dim = search_tokens.shape
+        size = self.search_feat_size
+        opt_feat = search_tokens.transpose(1, 2).reshape(batch, dim, size, size)
+        out = self.box_head(opt_feat, gt_score_map)
+        out.update(opt_feat=opt_feat, backbone_feat=feats.tokens, removed_indexes_s=feats.removed_indexes_s,
+                   global_index_s=feats.global_index_s, attn=feats.attn)
+        if feats.qkv:
+            out["qkv"] = feats.qkv
+        if feats.block_out:
+            out["block_out"] = feats.block_out
+        return out
+
+
+def build_model(cfg: Any, training: bool = False) -> OSTrack:
+    """Build OSTrack from a config; sizes come from ``DATA`` when training and ``TEST`` otherwise.
+
+    With ``training=True`` the MAE (or other) weights in ``MODEL.PRETRAIN_FILE`` are loaded into the
+    backbone when the file exists under the pre-trained weights folder or as a path.
+    """
+    bb = cfg.MODEL.BACKBONE
+    if bb.TYPE not in SUPPORTED_BACKBONES:
+        raise ConfigError(f"MODEL.BACKBONE.TYPE '{bb.TYPE}' is not supported; use one of {SUPPORTED_BACKBONES}")
+    if cfg.MODEL.HEAD.TYPE != "CENTER":
+        raise ConfigError(f"MODEL.HEAD.TYPE '{cfg.MODEL.HEAD.TYPE}' is not supported; use CENTER")
+    use_ce = bb.TYPE.endswith("_ce")
+    if training:
+        template_size, search_size = cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE
+    else:
+        template_size, search_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
+    backbone = VisionTransformerTracker(
+        template_size=template_size, search_size=search_size, patch_size=bb.PATCH_SIZE,
+        embed_dim=bb.EMBED_DIM, depth=bb.DEPTH, num_heads=bb.NUM_HEADS, mlp_ratio=bb.MLP_RATIO,
+        drop_path_rate=cfg.TRAIN.DROP_PATH_RATE,
+        ce_loc=bb.CE_LOC if use_ce else (), ce_keep_ratio=bb.CE_KEEP_RATIO if use_ce else ())
+    head = CenterHead(bb.EMBED_DIM, cfg.MODEL.HEAD.NUM_CHANNELS, search_size // bb.PATCH_SIZE)
+    model = OSTrack(backbone, head, ce_template_range=bb.CE_TEMPLATE_RANGE if use_ce else "ALL")
+    if training and cfg.MODEL.PRETRAIN_FILE:
+        from lib.models.weights import load_pretrained_backbone
+
+        load_pretrained_backbone(model, cfg.MODEL.PRETRAIN_FILE)
+    return model

@@ -1,0 +1,51 @@
+"""Test-wide settings: offline, quiet, thread-safe; the shared reference material as a fixture."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # must precede any timm / huggingface_hub import
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+
+def _shared_dir() -> Path:
+    env = os.environ.get("LORETRACK_SHARED_DIR")
+    return Path(env) if env else REPO_ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout (reference docs, real benchmark data, parity fixtures)."""
+    path = _shared_dir()
+    if not path.is_dir():
+        pytest.skip(f"reference material not found at {path} (set LORETRACK_SHARED_DIR to run these tests)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data(shared_dir: Path) -> Path:
+    return shared_dir / "data"
+
+
+@pytest.fixture(scope="session")
+def parity_dir(shared_dir: Path) -> Path:
+    path = shared_dir / "fixtures" / "parity"
+    if not path.is_dir():
+        pytest.skip(f"parity fixtures not found at {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path_factory, monkeypatch):
+    """Tests never read the developer's local_settings.yaml or LORETRACK_* path variables."""
+    for key in list(os.environ):
+        if key.startswith("LORETRACK_") and key != "LORETRACK_SHARED_DIR":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("LORETRACK_SETTINGS", str(tmp_path_factory.getbasetemp() / "no_local_settings.yaml"))
