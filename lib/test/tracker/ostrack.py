@@ -1,0 +1,148 @@
+"""OSTrack inference, used as is for OSTrack and every LoReTrack student.
+
+Per frame: crop the search region around the previous box (side ceil(sqrt(w*h) * SEARCH_FACTOR)),
+run the network against the fixed first-frame template, weight the score map with a Hann window,
+decode at its maximum, map the box back to the image and clip it with a 10-pixel margin. No template
+update, no score threshold, no smoothing (``../shared/docs/method.md`` §4).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from lib.models.head import decode_boxes
+from lib.utils.crop import box_to_crop, sample_target
+from lib.utils.errors import UserError
+
+NetworkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], Mapping[str, torch.Tensor]]
+
+
+class InvalidBoxError(UserError, ValueError):
+    """The initial box cannot be tracked (NaN, zero or negative size, outside the image)."""
+
+
+def hann1d(size: int) -> torch.Tensor:
+    """Hann window 0.5 * (1 - cos(2 pi k / (size + 1))), k = 1..size: strictly positive at the borders."""
+    return 0.5 * (1 - torch.cos((2 * math.pi / (size + 1)) * torch.arange(1, size + 1).float()))
+
+
+def hann2d(size: int) -> torch.Tensor:
+    """(1, 1, size, size) outer product of two Hann windows: the tracker's motion prior."""
+    window = hann1d(size)
+    return window.reshape(1, 1, -1, 1) * window.reshape(1, 1, 1, -1)
+
+
+def clip_box(box: Sequence[float], height: int, width: int, margin: float = 0) -> list[float]:
+    """Keep ``box`` (x, y, w, h) inside the image with at least ``margin`` pixels of size and overlap."""
+    x1, y1, w, h = box
+    x2, y2 = x1 + w, y1 + h
+    x1 = min(max(0, x1), width - margin)
+    x2 = min(max(margin, x2), width)
+    y1 = min(max(0, y1), height - margin)
+    y2 = min(max(margin, y2), height)
+    return [x1, y1, max(margin, x2 - x1), max(margin, y2 - y1)]
+
+
+def validate_init_box(box: Sequence[float], image_shape: Sequence[int]) -> list[float]:
+    if len(box) != 4:
+        raise InvalidBoxError(f"initial box must be [x, y, w, h], got {list(box)}")
+    x, y, w, h = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise InvalidBoxError(f"initial box {list(box)} contains NaN or infinity")
+    if w <= 0 or h <= 0:
+        raise InvalidBoxError(f"initial box {list(box)} has zero or negative size; expected [x, y, w, h] "
+                              "with w, h > 0")
+    height, width = image_shape[:2]
+    if x + w <= 0 or y + h <= 0 or x >= width or y >= height:
+        raise InvalidBoxError(f"initial box {list(box)} lies outside the {width}x{height} image")
+    return [x, y, w, h]
+
+
+class OSTrackTracker:
+    """Single-object tracker around an OSTrack-style network.
+
+    ``network_fn(template, search, ce_template_mask) -> outputs`` defaults to the eager model; faster
+    back-ends (bf16, ONNX Runtime) plug in there without changing the tracking logic.
+    """
+
+    def __init__(self, model: torch.nn.Module, template_size: int, template_factor: float, search_size: int,
+                 search_factor: float, mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 std: Sequence[float] = (0.229, 0.224, 0.225), device: str | torch.device = "cpu",
+                 network_fn: NetworkFn | None = None) -> None:
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.template_size, self.template_factor = template_size, template_factor
+        self.search_size, self.search_factor = search_size, search_factor
+        self.network_fn = network_fn or self._eager_network
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        self.window = hann2d(model.search_feat_size).to(self.device)
+        # Buffers reused every frame: no per-frame allocation of crops or input tensors.
+        self._search_crop = np.empty((search_size, search_size, 3), dtype=np.uint8)
+        self._search = torch.empty(1, 3, search_size, search_size, device=self.device)
+        self.template: torch.Tensor | None = None
+        self.ce_mask: torch.Tensor | None = None
+        self.state: list[float] | None = None
+        self.frame_id = 0
+
+    @classmethod
+    def from_config(cls, cfg: Any, checkpoint: str | None = None, device: str | torch.device = "cpu",
+                    model: torch.nn.Module | None = None, **kwargs: Any) -> "OSTrackTracker":
+        """Build the network at the config's TEST sizes and load ``checkpoint`` strictly."""
+        from lib.models import build_model, load_weights
+
+        if model is None:
+            model = build_model(cfg, training=False)
+            if checkpoint is not None:
+                load_weights(model, checkpoint, strict=True)
+        return cls(model, cfg.TEST.TEMPLATE_SIZE, cfg.TEST.TEMPLATE_FACTOR, cfg.TEST.SEARCH_SIZE,
+                   cfg.TEST.SEARCH_FACTOR, cfg.DATA.MEAN, cfg.DATA.STD, device=device, **kwargs)
+
+    def _eager_network(self, template: torch.Tensor, search: torch.Tensor,
+                       ce_template_mask: torch.Tensor | None) -> Mapping[str, torch.Tensor]:
+        return self.model(template, search, ce_template_mask=ce_template_mask)
+
+    def _normalise_into(self, crop: np.ndarray, target: torch.Tensor) -> torch.Tensor:
+        """(x / 255 - mean) / std, computed in place in ``target`` (1, 3, S, S)."""
+        target.copy_(torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0))
+        return target.div_(255.0).sub_(self.mean).div_(self.std)
+
+    @torch.no_grad()
+    def initialize(self, image: np.ndarray, info: Mapping[str, Any]) -> dict[str, Any]:
+        box = validate_init_box(info["init_bbox"], image.shape)
+        crop = sample_target(image, box, self.template_factor, self.template_size)
+        template = torch.empty(1, 3, self.template_size, self.template_size, device=self.device)
+        self.template = self._normalise_into(crop.image, template)
+        template_box = box_to_crop(torch.tensor(box), torch.tensor(box), crop.resize_factor, self.template_size,
+                                   normalize=True).view(1, 4).to(self.device)
+        self.ce_mask = self.model.ce_template_mask(1, self.device, template_box)
+        self.state = box
+        self.frame_id = 0
+        return {"target_bbox": list(box)}
+
+    @torch.no_grad()
+    def track(self, image: np.ndarray, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        if self.state is None or self.template is None:
+            raise RuntimeError("call initialize() before track()")
+        height, width = image.shape[:2]
+        self.frame_id += 1
+        crop = sample_target(image, self.state, self.search_factor, self.search_size, out=self._search_crop)
+        search = self._normalise_into(crop.image, self._search)
+        out = self.network_fn(self.template, search, self.ce_mask)
+        response = self.window * out["score_map"].float()
+        box = decode_boxes(response, out["size_map"].float(), out["offset_map"].float()).view(-1, 4)
+        pred = (box.mean(dim=0) * self.search_size / crop.resize_factor).tolist()
+        self.state = clip_box(self._map_back(pred, crop.resize_factor), height, width, margin=10)
+        return {"target_bbox": list(self.state)}
+
+    def _map_back(self, pred: Sequence[float], resize_factor: float) -> list[float]:
+        """Crop-pixel (cx, cy, w, h) -> image (x, y, w, h); the crop was centred on the previous box."""
+        cx_prev = self.state[0] + 0.5 * self.state[2]
+        cy_prev = self.state[1] + 0.5 * self.state[3]
+        cx, cy, w, h = pred
+        half_side = 0.5 * self.search_size / resize_factor
+        cx_img, cy_img = cx + (cx_prev - half_side), cy + (cy_prev - half_side)
+        return [cx_img - 0.5 * w, cy_img - 0.5 * h, w, h]
