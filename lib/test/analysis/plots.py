@@ -1,0 +1,83 @@
+"""Success / precision / normalised-precision plots of an analysis (matplotlib Agg, no LaTeX needed).
+
+OSTrack styled these with ``text.usetex`` and exported TikZ through tikzplotlib, both of which break on a
+plain machine; here the figures are PNG + PDF only, written atomically.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+from lib.test.analysis.metrics import CENTER_THRESHOLDS, NORM_CENTER_THRESHOLDS, OVERLAP_THRESHOLDS  # noqa: E402
+from lib.test.analysis.results import Scores  # noqa: E402
+from lib.utils.io import atomic_path  # noqa: E402
+
+PLOT_FORMATS = ("png", "pdf")
+
+
+@dataclass(frozen=True)
+class PlotKind:
+    file_stem: str
+    title: str
+    x_label: str
+    y_label: str
+    thresholds: np.ndarray
+    curve: Callable[[Scores], np.ndarray]
+    score: Callable[[Scores], float]
+    x_limits: tuple[float, float]
+
+
+PLOT_KINDS: dict[str, PlotKind] = {
+    "success": PlotKind("success_plot", "Success", "Overlap threshold", "Overlap Precision [%]",
+                        OVERLAP_THRESHOLDS, lambda s: s.success_curve, lambda s: s.auc, (0.0, 1.0)),
+    "prec": PlotKind("precision_plot", "Precision plot", "Location error threshold [pixels]",
+                     "Distance Precision [%]", CENTER_THRESHOLDS, lambda s: s.precision_curve,
+                     lambda s: s.precision, (0.0, 50.0)),
+    "norm_prec": PlotKind("norm_precision_plot", "Normalized Precision", "Location error threshold",
+                          "Distance Precision [%]", NORM_CENTER_THRESHOLDS, lambda s: s.norm_precision_curve,
+                          lambda s: s.norm_precision, (0.0, 0.5)),
+}
+
+
+def plot_scores(scores: Mapping[str, Scores], output_dir: str | Path, report_name: str = "",
+                kinds: tuple[str, ...] = ("success", "prec", "norm_prec"),
+                formats: tuple[str, ...] = PLOT_FORMATS) -> list[Path]:
+    """One figure per kind; legend entries ``name [score]`` sorted best first. Returns the written files."""
+    unknown = set(kinds) - set(PLOT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown plot kind(s) {sorted(unknown)}; known: {sorted(PLOT_KINDS)}")
+    output_dir = Path(output_dir)
+    written = []
+    for kind_name in kinds:
+        kind = PLOT_KINDS[kind_name]
+        ranked = sorted(scores.items(), key=lambda item: kind.score(item[1]), reverse=True)
+        figure, axes = plt.subplots(figsize=(6.4, 4.8))
+        try:
+            for name, score in ranked:
+                axes.plot(kind.thresholds, kind.curve(score), linewidth=2,
+                          label=f"{name} [{kind.score(score):.1f}]")
+            axes.set_xlim(*kind.x_limits)
+            axes.set_ylim(0.0, 100.0)
+            axes.set_xlabel(kind.x_label)
+            axes.set_ylabel(kind.y_label)
+            axes.set_title(f"{kind.title} ({report_name})" if report_name else kind.title)
+            axes.grid(True, linestyle="dotted")
+            legend = axes.legend(loc="lower left" if kind_name == "success" else "lower right")
+            if ranked:
+                legend.get_texts()[0].set_fontweight("bold")
+            figure.tight_layout()
+            for fmt in formats:
+                target = output_dir / f"{kind.file_stem}.{fmt}"
+                with atomic_path(target) as tmp:
+                    figure.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else 300)
+                written.append(target)
+        finally:
+            plt.close(figure)
+    return written

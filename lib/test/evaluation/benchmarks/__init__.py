@@ -1,0 +1,1 @@
+"""One reader per benchmark layout; :mod:`lib.test.evaluation.datasets` maps dataset names to them."""

@@ -1,0 +1,382 @@
+"""Running a tracker over benchmark sequences: timed, parallel, resumable and tolerant of crashes.
+
+Results use OSTrack's raw format so every analysis tool reads them: ``<seq>.txt`` holds one ``x<TAB>y<TAB>w<TAB>h``
+line per frame (values truncated toward zero, frame 0 = the initial box) and ``<seq>_time.txt`` the seconds
+each frame took (``%f``; frame 0 = initialisation). Both are written atomically once the whole sequence has
+been tracked, and a sequence counts as done only when both exist, so a run killed at any point leaves no
+partial file behind and re-running it tracks only the missing sequences.
+
+A tracker is anything with the pytracking interface: ``initialize(image, {'init_bbox': [x, y, w, h]})`` and
+``track(image) -> {'target_bbox': [x, y, w, h]}``, images being RGB uint8 arrays. Workers build their own
+tracker by calling a picklable ``tracker_factory(device)`` with ``device`` ``'cpu'`` or ``'cuda:<k>'``.
+"""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Protocol
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from lib.test.evaluation.data import Sequence
+from lib.utils.errors import UserError
+from lib.utils.io import atomic_write_text
+
+# Benchmarks whose results go one folder deeper, ``<results_dir>/<tag>/<seq>.txt`` (as in OSTrack), because
+# their submission packers read exactly that folder.
+RESULT_SUBFOLDER_TAGS = ("got10k", "trackingnet")
+TIME_SUFFIX = "_time"
+_THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_PR_SET_PDEATHSIG = 1
+
+
+class Tracker(Protocol):
+    def initialize(self, image: np.ndarray, info: dict[str, Any]) -> Any: ...
+
+    def track(self, image: np.ndarray) -> dict[str, Any]: ...
+
+
+TrackerFactory = Callable[[str], Tracker]
+
+
+class InvalidInitBoxError(UserError):
+    """The first ground-truth box cannot initialise a tracker."""
+
+
+class TrackerOutputError(UserError):
+    """The tracker returned something that is not a usable box."""
+
+
+# ------------------------------------------------------------------------------------------ result files
+
+def result_path_base(results_dir: str | Path, seq: Sequence) -> Path:
+    """``<results_dir>/[<tag>/]<seq>``: the result files are this path plus ``.txt`` / ``_time.txt``."""
+    folder = Path(results_dir)
+    if seq.dataset in RESULT_SUBFOLDER_TAGS:
+        folder = folder / seq.dataset
+    return folder / seq.name
+
+
+def result_files(path_base: str | Path) -> tuple[Path, Path]:
+    """The box file and the time file of one sequence."""
+    return Path(f"{path_base}.txt"), Path(f"{path_base}{TIME_SUFFIX}.txt")
+
+
+def has_results(results_dir: str | Path, seq: Sequence) -> bool:
+    return all(path.is_file() for path in result_files(result_path_base(results_dir, seq)))
+
+
+def format_boxes(boxes: np.ndarray) -> str:
+    """OSTrack's ``astype(int)`` + ``%d``: truncation toward zero, which reproduces its files and scores exactly."""
+    truncated = np.trunc(np.asarray(boxes, dtype=np.float64)).astype(np.int64)
+    return "".join("\t".join(str(value) for value in row) + "\n" for row in truncated)
+
+
+def format_times(seconds: np.ndarray) -> str:
+    return "".join(f"{value:f}\n" for value in seconds)
+
+
+# ---------------------------------------------------------------------------------------- one sequence
+
+def read_rgb(path: str) -> np.ndarray:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"cannot read frame {path}; check that the file exists and is an image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_init_box(box: Iterable[float], image_shape: tuple[int, ...], seq_name: str) -> None:
+    """Reject boxes no tracker can start from, with a message naming the sequence."""
+    values = np.asarray(list(box), dtype=np.float64)
+    reason = None
+    if values.shape != (4,) or not np.isfinite(values).all():
+        reason = "is not 4 finite numbers"
+    else:
+        x, y, w, h = values
+        height, width = image_shape[:2]
+        if w <= 0 or h <= 0:
+            reason = "has zero or negative size"
+        elif x >= width or y >= height or x + w <= 0 or y + h <= 0:
+            reason = f"lies entirely outside the {width}x{height} image"
+    if reason:
+        raise InvalidInitBoxError(f"sequence '{seq_name}': initial box {values.tolist()} {reason}; fix the first "
+                                  "ground-truth row of this sequence (x, y, w, h in pixels)")
+
+
+def _output_box(output: Any, frame_index: int, seq_name: str) -> np.ndarray:
+    try:
+        box = np.asarray(output["target_bbox"], dtype=np.float64).reshape(4)
+    except (TypeError, KeyError, ValueError, IndexError):
+        raise TrackerOutputError(f"sequence '{seq_name}', frame {frame_index}: the tracker must return "
+                                 f"{{'target_bbox': [x, y, w, h]}}, got {str(output)[:100]}") from None
+    if not np.isfinite(box).all():
+        raise TrackerOutputError(f"sequence '{seq_name}', frame {frame_index}: the tracker returned the "
+                                 f"non-finite box {box.tolist()}")
+    return box
+
+
+def track_sequence(tracker: Tracker, seq: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) and seconds per frame (N,); image reading is not timed, as in OSTrack."""
+    if len(seq) == 0:
+        raise UserError(f"sequence '{seq.name}' has no frames; check its frame folder")
+    boxes = np.empty((len(seq), 4), dtype=np.float64)
+    seconds = np.empty(len(seq), dtype=np.float64)
+    for index, frame in enumerate(seq.frames):
+        image = read_rgb(frame)
+        if index == 0:
+            check_init_box(seq.init_bbox, image.shape, seq.name)
+            start = time.perf_counter()
+            output = tracker.initialize(image, seq.init_info())
+            seconds[0] = time.perf_counter() - start
+            has_box = isinstance(output, dict) and output.get("target_bbox") is not None
+            boxes[0] = _output_box(output, 0, seq.name) if has_box else seq.init_bbox
+        else:
+            start = time.perf_counter()
+            output = tracker.track(image)
+            seconds[index] = time.perf_counter() - start
+            boxes[index] = _output_box(output, index, seq.name)
+    return boxes, seconds
+
+
+@dataclass
+class SequenceResult:
+    name: str
+    status: str  # "done", "skipped" (results already existed) or "failed"
+    num_frames: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    details: str | None = None  # traceback, for errors that are not user errors
+
+    @property
+    def fps(self) -> float | None:
+        return self.num_frames / self.seconds if self.status == "done" and self.seconds > 0 else None
+
+    def describe(self) -> str:
+        if self.status == "failed":
+            return f"{self.name}: FAILED: {self.error}"
+        if self.status == "skipped":
+            return f"{self.name}: skipped (results exist)"
+        return f"{self.name}: {self.num_frames} frames, {self.fps or float('inf'):.1f} FPS"
+
+
+def run_sequence(tracker: Tracker, seq: Sequence, result_path_base: str | Path) -> SequenceResult:
+    """Track ``seq`` and write its two result files; errors propagate (see :func:`run_dataset` for handling)."""
+    boxes, seconds = track_sequence(tracker, seq)
+    box_file, time_file = result_files(result_path_base)
+    atomic_write_text(time_file, format_times(seconds))
+    atomic_write_text(box_file, format_boxes(boxes))
+    return SequenceResult(seq.name, "done", len(seq), float(seconds.sum()))
+
+
+def _failure(name: str, err: BaseException, context: str = "") -> SequenceResult:
+    if isinstance(err, UserError):
+        return SequenceResult(name, "failed", error=context + str(err))
+    details = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    return SequenceResult(name, "failed", error=f"{context}{type(err).__name__}: {err}", details=details)
+
+
+def _attempt(tracker: Tracker, seq: Sequence, results_dir: Path, debug: bool) -> SequenceResult:
+    try:
+        return run_sequence(tracker, seq, result_path_base(results_dir, seq))
+    except Exception as err:
+        if debug:
+            raise
+        return _failure(seq.name, err)
+
+
+# ------------------------------------------------------------------------------------------ whole dataset
+
+@dataclass
+class RunReport:
+    results: list[SequenceResult]
+    results_dir: Path
+    elapsed: float = 0.0  # wall-clock seconds of the run
+
+    def _with_status(self, status: str) -> list[str]:
+        return [result.name for result in self.results if result.status == status]
+
+    @property
+    def done(self) -> list[str]:
+        return self._with_status("done")
+
+    @property
+    def skipped(self) -> list[str]:
+        return self._with_status("skipped")
+
+    @property
+    def failed(self) -> list[str]:
+        return self._with_status("failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    @property
+    def num_frames(self) -> int:
+        return sum(result.num_frames for result in self.results if result.status == "done")
+
+    @property
+    def fps(self) -> float | None:
+        """Frames over summed per-frame time of the sequences tracked in this run (OSTrack's FPS)."""
+        seconds = sum(result.seconds for result in self.results if result.status == "done")
+        return self.num_frames / seconds if seconds > 0 else None
+
+    def summary(self) -> str:
+        lines = [f"{len(self.results)} sequences: {len(self.done)} done, {len(self.skipped)} skipped (results "
+                 f"existed), {len(self.failed)} failed; results in {self.results_dir}"]
+        if self.done:
+            lines.append(f"tracked {self.num_frames} frames at {self.fps or float('inf'):.1f} FPS "
+                         f"(frames / summed frame time) in {self.elapsed:.1f} s wall-clock")
+        lines += [f"  {result.describe()}" for result in self.results if result.status == "failed"]
+        if self.failed:
+            lines.append("fix the errors above and run again: finished sequences are skipped")
+        return "\n".join(lines)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def device_for_worker(worker_index: int, num_gpus: int) -> str:
+    return f"cuda:{worker_index % num_gpus}" if num_gpus > 0 else "cpu"
+
+
+def threads_per_worker(workers: int, cores: int) -> int:
+    """Intra-op threads per worker, so that workers x threads does not oversubscribe the cores."""
+    return max(1, cores // max(1, workers))
+
+
+def _limit_threads(count: int) -> None:
+    for name in _THREAD_ENV_VARS:
+        os.environ[name] = str(count)
+    cv2.setNumThreads(count)
+    torch = sys.modules.get("torch")  # only if the tracker uses it; importing it here would cost seconds
+    if torch is not None:
+        torch.set_num_threads(count)
+
+
+def _select_device(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A SIGKILLed runner cannot stop its workers, so ask Linux to kill them with it (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(factory: TrackerFactory, slots: Any, num_gpus: int, threads: int, parent_pid: int) -> None:
+    _exit_with_parent(parent_pid)
+    _limit_threads(threads)
+    _worker_state.update(factory=factory, device=device_for_worker(slots.get(), num_gpus), threads=threads,
+                         tracker=None)
+
+
+def _run_in_worker(seq: Sequence, results_dir: Path, debug: bool) -> SequenceResult:
+    if _worker_state["tracker"] is None:  # built on the first task, so a failure is reported per sequence
+        try:
+            _select_device(_worker_state["device"])
+            _worker_state["tracker"] = _worker_state["factory"](_worker_state["device"])
+        except Exception as err:
+            if debug:
+                raise
+            return _failure(seq.name, err, context="could not build the tracker: ")
+        _limit_threads(_worker_state["threads"])  # the factory may have imported torch
+    return _attempt(_worker_state["tracker"], seq, results_dir, debug)
+
+
+def _run_sequential(factory: TrackerFactory, pending: list[Sequence], results_dir: Path, num_gpus: int,
+                    debug: bool, record: Callable[[SequenceResult], None]) -> None:
+    device = device_for_worker(0, num_gpus)
+    _select_device(device)
+    tracker = factory(device)
+    for seq in pending:
+        record(_attempt(tracker, seq, results_dir, debug))
+
+
+def _run_parallel(factory: TrackerFactory, pending: list[Sequence], results_dir: Path, workers: int,
+                  num_gpus: int, debug: bool, record: Callable[[SequenceResult], None]) -> None:
+    context = multiprocessing.get_context("spawn")  # CUDA and many libraries are not fork-safe
+    slots = context.SimpleQueue()
+    for index in range(workers):
+        slots.put(index)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                               initargs=(factory, slots, num_gpus, threads_per_worker(workers, available_cores()),
+                                         os.getpid()))
+    try:
+        futures = {pool.submit(_run_in_worker, seq, results_dir, debug): seq for seq in pending}
+        for future in as_completed(futures):
+            name = futures[future].name
+            try:
+                result = future.result()
+            except BrokenProcessPool:
+                result = SequenceResult(name, "failed", error="a worker process died (out of memory, or a crash in "
+                                                              "native code); run again to retry this sequence")
+            except Exception as err:  # the tracker factory failed, or a result could not be sent back
+                if debug:
+                    raise
+                result = _failure(name, err)
+            record(result)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_dataset(tracker_factory: TrackerFactory, sequences: Iterable[Sequence], results_dir: str | Path,
+                threads: int = 0, num_gpus: int = 0, debug: bool = False, show_progress: bool = True,
+                log: Callable[[str], None] = print) -> RunReport:
+    """Track every sequence that has no results yet in ``results_dir``.
+
+    ``threads`` = 0 runs in this process; otherwise that many spawned workers (each with its own tracker and
+    an equal share of the CPU cores) share the sequences, worker k on ``cuda:(k mod num_gpus)`` when
+    ``num_gpus`` > 0. Each worker reuses its tracker, so ``initialize`` must reset all per-sequence state.
+    A failing sequence is reported and the others go on; ``debug`` re-raises instead. Without workers, a
+    tracker that cannot be built raises at once (nothing could run).
+    """
+    started = time.perf_counter()
+    results_dir = Path(results_dir)
+    sequences = list(sequences)
+    results = {seq.name: SequenceResult(seq.name, "skipped") for seq in sequences if has_results(results_dir, seq)}
+    pending = [seq for seq in sequences if seq.name not in results]
+    if results:
+        log(f"{len(results)} of {len(sequences)} sequences already have results in {results_dir}; skipping them")
+    with tqdm(total=len(pending), unit="seq", disable=not show_progress or not pending) as progress:
+        emit = progress.write if show_progress else log  # tqdm.write keeps the bar intact
+
+        def record(result: SequenceResult) -> None:
+            results[result.name] = result
+            emit(result.describe())
+            progress.update()
+
+        if pending and threads <= 0:
+            _run_sequential(tracker_factory, pending, results_dir, num_gpus, debug, record)
+        elif pending:
+            _run_parallel(tracker_factory, pending, results_dir, min(threads, len(pending)), num_gpus, debug, record)
+    report = RunReport([results[seq.name] for seq in sequences], results_dir, time.perf_counter() - started)
+    log(report.summary())
+    return report

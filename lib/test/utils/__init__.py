@@ -1,0 +1,1 @@
+"""Helpers for testing-time utilities (submission packing, ...)."""

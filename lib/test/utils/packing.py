@@ -1,0 +1,159 @@
+"""Submission archives for the GOT-10k and TrackingNet evaluation servers.
+
+OSTrack's ``transform_got10k.py`` / ``transform_trackingnet.py`` zip the results and then delete both the
+submission folder and the raw results; on Python >= 3.10.6 the zip lands inside the deleted folder, so
+everything is lost. These packers only *read* the result folder and write one new zip, atomically; an
+existing zip is replaced only when asked (``force``).
+
+Box values are written as integers truncated toward zero (OSTrack's ``astype(int)`` + ``%d``).
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lib.test.analysis.metrics import InvalidResultError, check_predictions
+from lib.test.analysis.results import AUXILIARY_SUFFIXES, TIME_SUFFIX, decode, load_boxes, parse_times, read_bytes
+from lib.test.evaluation.running import format_boxes
+from lib.utils.errors import UserError
+from lib.utils.io import atomic_path
+
+GOT10K_TEST_SEQUENCES = 180
+TRACKINGNET_TEST_SEQUENCES = 511
+
+
+class PackingError(UserError):
+    """The results cannot be packed as they are (missing folder, bad file, existing archive)."""
+
+
+@dataclass
+class PackSummary:
+    zip_path: Path
+    sequences: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def result_files(folder: Path) -> dict[str, Path]:
+    """``<seq>.txt`` box files of a result folder (time, all-boxes and score files excluded), by sequence."""
+    if not folder.is_dir():
+        raise PackingError(f"result folder {folder} does not exist; run the tracker first or pass --result_dir")
+    files = {}
+    for path in sorted(folder.glob("*.txt")):
+        if not path.stem.endswith(AUXILIARY_SUFFIXES):
+            files[path.stem] = path
+    if not files:
+        raise PackingError(f"{folder} holds no '<sequence>.txt' result files; is this the right folder?")
+    return files
+
+
+def integer_box_text(path: Path) -> str:
+    """The boxes of ``path`` as comma-separated integers (truncated toward zero), one line per frame."""
+    try:
+        boxes = load_boxes(path)
+        check_predictions(boxes)
+    except InvalidResultError as err:
+        raise PackingError(str(err.at(path))) from None
+    return format_boxes(boxes).replace("\t", ",")
+
+
+def checked_time_bytes(path: Path) -> bytes:
+    data = read_bytes(path)
+    parse_times(decode(data, path), path)
+    return data
+
+
+def write_zip(zip_path: Path, entries: dict[str, bytes | str], force: bool) -> None:
+    """Write all entries into a new zip; never leaves a partial archive, never replaces one unless ``force``."""
+    if zip_path.exists() and not force:
+        raise PackingError(f"{zip_path} already exists; pass --force to replace it or choose another --output")
+    if zip_path.suffix != ".zip":
+        raise PackingError(f"output {zip_path} must end in .zip")
+    with atomic_path(zip_path) as tmp:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name, content in entries.items():
+                archive.writestr(name, content)
+
+
+def _count_warning(found: int, expected: int, benchmark: str) -> list[str]:
+    if found == expected:
+        return []
+    return [f"{found} sequences packed, the {benchmark} test set has {expected}; the server may reject "
+            "an incomplete submission"]
+
+
+def pack_got10k(results_folder: str | Path, zip_path: str | Path, force: bool = False) -> PackSummary:
+    """GOT-10k layout: ``<seq>/<seq>_001.txt`` (one repetition) + ``<seq>/<seq>_time.txt`` per sequence."""
+    folder, zip_path = Path(results_folder), Path(zip_path)
+    files = result_files(folder)
+    entries: dict[str, bytes | str] = {}
+    warnings = []
+    for seq, path in files.items():
+        entries[f"{seq}/{seq}_001.txt"] = integer_box_text(path)
+        time_path = folder / f"{seq}{TIME_SUFFIX}.txt"
+        if time_path.is_file():
+            try:
+                entries[f"{seq}/{seq}_time.txt"] = checked_time_bytes(time_path)
+            except InvalidResultError as err:
+                raise PackingError(str(err)) from None
+        else:
+            warnings.append(f"no time file for '{seq}' ({time_path}); the server reports no speed for it")
+    write_zip(zip_path, entries, force)
+    return PackSummary(zip_path, list(files), _count_warning(len(files), GOT10K_TEST_SEQUENCES, "GOT-10k") + warnings)
+
+
+def pack_trackingnet(results_folder: str | Path, zip_path: str | Path, force: bool = False) -> PackSummary:
+    """TrackingNet layout: flat ``<seq>.txt`` files (the server matches them by name)."""
+    folder, zip_path = Path(results_folder), Path(zip_path)
+    files = result_files(folder)
+    entries: dict[str, bytes | str] = {f"{seq}.txt": integer_box_text(path) for seq, path in files.items()}
+    write_zip(zip_path, entries, force)
+    return PackSummary(zip_path, list(files), _count_warning(len(files), TRACKINGNET_TEST_SEQUENCES, "TrackingNet"))
+
+
+def run_results_folder(results_dir: str | Path, tracker: str, param: str, run_id: int | None, tag: str) -> Path:
+    """Where our runner writes ``tag`` results: ``<results_dir>/<tracker>/<param>[_<run:03d>]/<tag>``."""
+    run = param if run_id is None else f"{param}_{run_id:03d}"
+    return Path(results_dir) / tracker / run / tag
+
+
+def default_zip_path(folder: Path) -> Path:
+    """``<folder>_submit.zip`` beside the result folder (``.../got10k`` -> ``.../got10k_submit.zip``)."""
+    return folder.parent / f"{folder.name}_submit.zip"
+
+
+def pack_main(argv: list[str] | None, tag: str, description: str) -> int:
+    """Shared command line of ``tracking/pack_got10k.py`` and ``tracking/pack_trackingnet.py``."""
+    import argparse
+
+    from lib.utils.paths import get_paths
+
+    packers = {"got10k": pack_got10k, "trackingnet": pack_trackingnet}
+    parser = argparse.ArgumentParser(description=description)
+    source = parser.add_argument_group("results to pack (either --tracker/--param or --result_dir)")
+    source.add_argument("--tracker", help="tracker name, e.g. ostrack")
+    source.add_argument("--param", help="parameter/config name, e.g. vitb_256_mae_ce_32x4_ep300")
+    source.add_argument("--run_id", type=int, default=None, help="run id the results were written with")
+    source.add_argument("--result_dir", help="any folder of <seq>.txt results (instead of --tracker/--param)")
+    parser.add_argument("--save_dir", default=None,
+                        help="output root holding test/tracking_results (default: from the settings)")
+    parser.add_argument("--output", default=None, help="zip to write (default: <result folder>_submit.zip beside it)")
+    parser.add_argument("--force", action="store_true", help="replace the zip if it exists (results are never touched)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    if args.result_dir:
+        if args.tracker or args.param:
+            raise PackingError("give either --result_dir or --tracker/--param, not both")
+        folder = Path(args.result_dir)
+        if (folder / tag).is_dir() and not any(folder.glob("*.txt")):
+            folder = folder / tag
+    elif args.tracker and args.param:
+        folder = run_results_folder(get_paths(save_dir=args.save_dir).results_dir, args.tracker, args.param,
+                                    args.run_id, tag)
+    else:
+        raise PackingError("nothing to pack: give --tracker NAME --param CONFIG [--run_id N], or --result_dir PATH")
+    summary = packers[tag](folder, Path(args.output) if args.output else default_zip_path(folder), force=args.force)
+    for warning in summary.warnings:
+        print(f"warning: {warning}")
+    print(f"packed {len(summary.sequences)} sequences from {folder} into {summary.zip_path}")
+    return 0
