@@ -16,7 +16,6 @@ benchmark other than UAV123) abort, because they concern every tracker alike.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from lib.test.analysis.metrics import (CENTER_THRESHOLDS, NORM_CENTER_THRESHOLDS
                                        evaluate_sequence, mean_metrics)
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.running import RESULT_SUBFOLDER_TAGS, TIME_SUFFIX
+from lib.utils.box_files import TableFormatError, parse_box_table
 from lib.utils.errors import UserError
 from lib.utils.io import atomic_write_text
 
@@ -44,21 +44,13 @@ CACHE_MAX_ENTRIES = 10_000  # about 25 MB of JSON; the least recently used entri
 # ----------------------------------------------------------------------------------------------- loading
 
 def parse_boxes(text: str, source: str | Path = "<text>") -> np.ndarray:
-    """Parse ``x y w h`` lines separated by tabs, commas (OSTrack's two delimiters) or spaces.
-
-    This is the single result/annotation loader of the analysis code; ``source`` only labels errors.
-    Delimiters may differ between lines (OTB's BlurCar1 annotation has one space-separated line).
-    """
-    if not text.strip():
-        raise InvalidResultError("the file is empty; re-run the tracker on this sequence", source)
+    """Parse ``x y w h`` lines (tabs, commas or spaces); ``source`` only labels errors."""
     try:
-        boxes = np.loadtxt(io.StringIO(text.replace(",", " ").replace("\t", " ")), ndmin=2, dtype=np.float64)
-    except ValueError as err:
-        raise InvalidResultError(f"not a table of numbers ({err}); expected one 'x,y,w,h' line per frame, "
-                                 "tab- or comma-separated", source) from None
-    if boxes.shape[1] != 4:
-        raise InvalidResultError(f"{boxes.shape[1]} values per line, expected 4 (x, y, w, h)", source)
-    return boxes
+        return parse_box_table(text)
+    except TableFormatError as err:
+        hint = ("re-run the tracker on this sequence" if "empty" in str(err)
+                else "expected one 'x,y,w,h' line per frame, tab- or comma-separated")
+        raise InvalidResultError(f"{err}; {hint}", source) from None
 
 
 def read_bytes(path: Path) -> bytes:

@@ -1,7 +1,6 @@
 """Building blocks shared by every benchmark reader: text tables, frame lists, sequence lists, selection."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -11,6 +10,7 @@ from typing import Any, Callable, Iterable, Sequence as SequenceType
 import numpy as np
 
 from lib.test.evaluation.data import Sequence
+from lib.utils.box_files import TableFormatError, parse_box_table, parse_number_table
 from lib.utils.errors import UserError
 
 SEQUENCE_LISTS_DIR = Path(__file__).resolve().parents[1] / "sequence_lists"
@@ -25,27 +25,22 @@ class DatasetError(UserError):
 # --------------------------------------------------------------------------------------------- text files
 
 def load_table(path: str | Path) -> np.ndarray:
-    """Numbers of a text file as a 2-D float64 array.
-
-    Commas, tabs and spaces are all accepted, even mixed within one file (OTB's BlurCar1 has a single
-    space-separated line among comma lines), so no per-benchmark delimiter guessing is needed. 'NaN' is kept.
-    """
+    """Numbers of a text file as a 2-D float64 array (any of comma, tab, space as delimiter)."""
     path = Path(path)
     text = path.read_text()  # FileNotFoundError is reported by the caller with the dataset context
-    if not text.strip():
-        raise DatasetError(f"{path}: the file is empty; re-download or re-create it")
     try:
-        return np.loadtxt(io.StringIO(text.replace(",", " ").replace("\t", " ")), ndmin=2, dtype=np.float64)
-    except ValueError as err:
-        raise DatasetError(f"{path}: not a table of numbers ({err}); fix or re-download the file") from None
+        return parse_number_table(text)
+    except TableFormatError as err:
+        raise DatasetError(f"{path}: {err}; fix, re-download or re-create the file") from None
 
 
 def load_boxes(path: str | Path) -> np.ndarray:
     """An ``x, y, w, h`` per line file (ground truth or raw results) as an (N, 4) array."""
-    boxes = load_table(path)
-    if boxes.shape[1] != 4:
-        raise DatasetError(f"{path}: {boxes.shape[1]} values per line, expected 4 (x, y, w, h)")
-    return boxes
+    path = Path(path)
+    try:
+        return parse_box_table(path.read_text())
+    except TableFormatError as err:
+        raise DatasetError(f"{path}: {err}; fix, re-download or re-create the file") from None
 
 
 def load_flags(path: str | Path) -> np.ndarray:
