@@ -191,7 +191,7 @@ def test_invalid_boxes_fail_with_the_sequence_name(mini_otb, tmp_path):
     sequences = [Sequence(name, frames, "otb", np.array([box])) for name, box in bad_init.items()]
     report = run_dataset(DummyTracker, sequences, tmp_path, show_progress=False, log=lambda _: None)
     assert report.failed == list(bad_init) and not report.done
-    reasons = ["not 4 finite numbers", "zero or negative size", "entirely outside", "entirely outside"]
+    reasons = ["NaN or infinity", "zero or negative size", "entirely outside", "entirely outside"]
     for result, reason in zip(report.results, reasons):
         assert f"sequence '{result.name}'" in result.error and reason in result.error and result.details is None
     assert not any(tmp_path.iterdir())

@@ -30,7 +30,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lib.test.evaluation.data import Sequence
+from lib.utils.boxes import InvalidBoxError, validate_init_box
 from lib.utils.errors import UserError
+from lib.utils.image import read_rgb
 from lib.utils.io import atomic_write_text
 
 # Benchmarks whose results go one folder deeper, ``<results_dir>/<tag>/<seq>.txt`` (as in OSTrack), because
@@ -50,7 +52,7 @@ class Tracker(Protocol):
 TrackerFactory = Callable[[str], Tracker]
 
 
-class InvalidInitBoxError(UserError):
+class InvalidInitBoxError(InvalidBoxError):
     """The first ground-truth box cannot initialise a tracker."""
 
 
@@ -89,29 +91,13 @@ def format_times(seconds: np.ndarray) -> str:
 
 # ---------------------------------------------------------------------------------------- one sequence
 
-def read_rgb(path: str) -> np.ndarray:
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"cannot read frame {path}; check that the file exists and is an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def check_init_box(box: Iterable[float], image_shape: tuple[int, ...], seq_name: str) -> None:
     """Reject boxes no tracker can start from, with a message naming the sequence."""
-    values = np.asarray(list(box), dtype=np.float64)
-    reason = None
-    if values.shape != (4,) or not np.isfinite(values).all():
-        reason = "is not 4 finite numbers"
-    else:
-        x, y, w, h = values
-        height, width = image_shape[:2]
-        if w <= 0 or h <= 0:
-            reason = "has zero or negative size"
-        elif x >= width or y >= height or x + w <= 0 or y + h <= 0:
-            reason = f"lies entirely outside the {width}x{height} image"
-    if reason:
-        raise InvalidInitBoxError(f"sequence '{seq_name}': initial box {values.tolist()} {reason}; fix the first "
-                                  "ground-truth row of this sequence (x, y, w, h in pixels)")
+    try:
+        validate_init_box(list(box), image_shape)
+    except InvalidBoxError as err:
+        raise InvalidInitBoxError(f"sequence '{seq_name}': {err}; fix the first ground-truth row of this "
+                                  "sequence (x, y, w, h in pixels)") from None
 
 
 def _output_box(output: Any, frame_index: int, seq_name: str) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Test-time trackers with the pytracking API (``initialize`` / ``track``)."""
-from lib.test.tracker.ostrack import InvalidBoxError, OSTrackTracker, hann2d
+from lib.test.tracker.ostrack import OSTrackTracker, hann2d
+from lib.utils.boxes import InvalidBoxError
 
 __all__ = ["InvalidBoxError", "OSTrackTracker", "hann2d"]

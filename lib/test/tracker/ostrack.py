@@ -15,13 +15,9 @@ import torch
 
 from lib.models.head import decode_boxes
 from lib.utils.crop import box_to_crop, sample_target
-from lib.utils.errors import UserError
+from lib.utils.boxes import InvalidBoxError, validate_init_box
 
 NetworkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], Mapping[str, torch.Tensor]]
-
-
-class InvalidBoxError(UserError, ValueError):
-    """The initial box cannot be tracked (NaN, zero or negative size, outside the image)."""
 
 
 def hann1d(size: int) -> torch.Tensor:
@@ -44,21 +40,6 @@ def clip_box(box: Sequence[float], height: int, width: int, margin: float = 0) -
     y1 = min(max(0, y1), height - margin)
     y2 = min(max(margin, y2), height)
     return [x1, y1, max(margin, x2 - x1), max(margin, y2 - y1)]
-
-
-def validate_init_box(box: Sequence[float], image_shape: Sequence[int]) -> list[float]:
-    if len(box) != 4:
-        raise InvalidBoxError(f"initial box must be [x, y, w, h], got {list(box)}")
-    x, y, w, h = (float(v) for v in box)
-    if not all(math.isfinite(v) for v in (x, y, w, h)):
-        raise InvalidBoxError(f"initial box {list(box)} contains NaN or infinity")
-    if w <= 0 or h <= 0:
-        raise InvalidBoxError(f"initial box {list(box)} has zero or negative size; expected [x, y, w, h] "
-                              "with w, h > 0")
-    height, width = image_shape[:2]
-    if x + w <= 0 or y + h <= 0 or x >= width or y >= height:
-        raise InvalidBoxError(f"initial box {list(box)} lies outside the {width}x{height} image")
-    return [x, y, w, h]
 
 
 class OSTrackTracker:
