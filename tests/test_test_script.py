@@ -1,0 +1,81 @@
+"""tracking/test.py end to end on the real OTB frames: parallel workers, kill, resume, analysis."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from lib.models import build_model, save_checkpoint
+from lib.utils.paths import REPO_ROOT
+from tests.model_configs import student_config
+
+SEQUENCES = ["Couple", "Crossing", "Football1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_tracker(tmp_path_factory, parity_dir):
+    folder = tmp_path_factory.mktemp("tracker")
+    cfg = student_config()
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(parity_dir / "state_dict_student.pt", weights_only=True))
+    (folder / "student.yaml").write_text(cfg.to_yaml())
+    return folder / "student.yaml", save_checkpoint(folder / "student.pth.tar", model, epoch=1)
+
+
+def _test_command(config, checkpoint, otb_root, save_dir, *extra):
+    return [sys.executable, str(REPO_ROOT / "tracking" / "test.py"), "ostrack", str(config), "--dataset", "otb",
+            "--dataset_root", str(otb_root), "--sequences", *SEQUENCES, "--threads", "2", "--checkpoint",
+            str(checkpoint), "--save_dir", str(save_dir), "--no_progress", *extra]
+
+
+def _analyse(otb_root, save_dir, json_path):
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "tracking" / "analysis_results.py"), "--dataset", "otb",
+                             "--dataset_root", str(otb_root), "--sequences", *SEQUENCES, "--tracker", "ostrack",
+                             "--param", "student", "--save_dir", str(save_dir), "--json", str(json_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = [line for line in result.stdout.splitlines() if line.startswith("ostrack_student")]
+    return table[0].split("|")[:6], json.loads(json_path.read_text())
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_results(tiny_tracker, shared_data, tmp_path):
+    config, checkpoint = tiny_tracker
+    otb_root = shared_data / "otb_mini_sequences"
+    straight = subprocess.run(_test_command(config, checkpoint, otb_root, tmp_path / "straight"),
+                              capture_output=True, text=True, timeout=300)
+    assert straight.returncode == 0, straight.stderr
+    assert "3 done" in straight.stdout
+
+    resumed_dir = tmp_path / "resumed"
+    results = resumed_dir / "test" / "tracking_results" / "ostrack" / "student"
+    process = subprocess.Popen(_test_command(config, checkpoint, otb_root, resumed_dir), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(results.glob("*_time.txt")):
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = sorted(p.name for p in results.glob("*.txt") if not p.name.endswith("_time.txt"))
+    assert len(finished) < len(SEQUENCES), "the run finished before it could be killed"
+    rerun = subprocess.run(_test_command(config, checkpoint, otb_root, resumed_dir), capture_output=True, text=True,
+                           timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(finished)} skipped" in rerun.stdout
+
+    for name in SEQUENCES:
+        expected = (tmp_path / "straight" / "test" / "tracking_results" / "ostrack" / "student" / f"{name}.txt")
+        assert (results / f"{name}.txt").read_text() == expected.read_text()
+    table_a, report_a = _analyse(otb_root, tmp_path / "straight", tmp_path / "a.json")
+    table_b, report_b = _analyse(otb_root, resumed_dir, tmp_path / "b.json")
+    assert table_a == table_b  # name, AUC, OP50, OP75, Precision, Norm Precision (FPS differs by nature)
+    assert report_a["per_sequence"] == report_b["per_sequence"]
+    without_fps = [{k: v for k, v in r["scores"]["ostrack_student"].items() if k != "FPS"}
+                   for r in (report_a, report_b)]
+    assert without_fps[0] == without_fps[1]
