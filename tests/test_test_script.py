@@ -79,3 +79,15 @@ def test_killed_run_resumes_to_the_same_results(tiny_tracker, shared_data, tmp_p
     without_fps = [{k: v for k, v in r["scores"]["ostrack_student"].items() if k != "FPS"}
                    for r in (report_a, report_b)]
     assert without_fps[0] == without_fps[1]
+
+
+def test_bad_input_is_one_line_exit_2(tiny_tracker, shared_data, tmp_path):
+    config, checkpoint = tiny_tracker
+    otb_root = shared_data / "otb_mini_sequences"
+    missing = subprocess.run(_test_command(config, tmp_path / "none.pth.tar", otb_root, tmp_path), capture_output=True,
+                             text=True, timeout=120)
+    assert missing.returncode == 2 and "weight file not found" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    no_data = subprocess.run(_test_command(config, checkpoint, tmp_path / "no_otb", tmp_path), capture_output=True,
+                             text=True, timeout=120)
+    assert no_data.returncode == 2 and "no_otb" in no_data.stderr
