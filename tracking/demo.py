@@ -21,24 +21,7 @@ from lib.config import load_config
 from lib.test.tracker import OSTrackTracker
 from lib.utils.cli import run_main
 from lib.utils.errors import UserError
-
-
-def synthetic_clip(num_frames: int, size: tuple[int, int] = (240, 320), seed: int = 0
-                   ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Frames of a textured square sliding over texture, with its exact (x, y, w, h) boxes."""
-    rng = np.random.default_rng(seed)
-    height, width = size
-    background = rng.integers(0, 255, (height // 8, width // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
-    target = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
-    frames, boxes = [], []
-    for t in range(num_frames):
-        x = int(40 + (width - 120) * t / max(num_frames - 1, 1))
-        y = int(height / 2 - 20 + 30 * np.sin(t / 5))
-        frame = background.copy()
-        frame[y:y + 40, x:x + 40] = target
-        frames.append(frame)
-        boxes.append([x, y, 40, 40])
-    return frames, np.array(boxes, dtype=np.float64)
+from lib.utils.synthetic import moving_square_clip
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -67,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     cfg = load_config(args.config, script=args.script)
     tracker = OSTrackTracker.from_config(cfg, checkpoint=args.checkpoint, device=args.device)
-    frames, truth = synthetic_clip(args.frames)
+    frames, truth = moving_square_clip(args.frames)
     print(f"config {args.config}: template {cfg.TEST.TEMPLATE_SIZE} px, search {cfg.TEST.SEARCH_SIZE} px, "
           f"ViT {cfg.MODEL.BACKBONE.EMBED_DIM}x{cfg.MODEL.BACKBONE.DEPTH}, "
           f"weights: {args.checkpoint or 'random (no --checkpoint)'}")
