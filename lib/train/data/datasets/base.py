@@ -1,0 +1,212 @@
+"""The training-dataset interface of pytracking/OSTrack, and the parts every reader shares.
+
+A dataset is a list of sequences (for image datasets such as COCO: one-frame sequences). The sampler asks for
+``get_sequence_info(seq_id)`` (per-frame boxes and flags) and then ``get_frames(seq_id, frame_ids, info)``.
+Frames with an empty box are ``valid == False``; frames where the target cannot be seen (absent, fully
+occluded, out of view, or empty box) are ``visible == False``, so the sampler can skip them without reading
+any image.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from lib.train.data.datasets.storage import DatasetError, Storage
+from lib.utils.box_files import TableFormatError, parse_box_table, parse_number_table
+
+log = logging.getLogger(__name__)
+
+DATA_SPECS_DIR = Path(__file__).resolve().parents[2] / "data_specs"
+_DIGITS = re.compile(r"(\d+)")
+
+
+def read_split_file(file_name: str) -> list[str]:
+    """Non-empty lines of a split list shipped in ``lib/train/data_specs/``."""
+    path = DATA_SPECS_DIR / file_name
+    if not path.is_file():
+        raise DatasetError(f"split list {path} is missing; restore it from the repository "
+                           "(git checkout -- lib/train/data_specs)")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that puts '2.jpg' before '10.jpg'."""
+    return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
+
+
+def fit_length(values: np.ndarray, length: int, fill: float) -> np.ndarray:
+    """``values`` cut or padded with ``fill`` to ``length`` (flag files that disagree with the box file)."""
+    if len(values) >= length:
+        return values[:length]
+    return np.concatenate([values, np.full(length - len(values), fill, dtype=values.dtype)])
+
+
+def sequence_info(boxes: np.ndarray, visible: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    """The ``get_sequence_info`` dict: a frame is valid when its box has w > 0 and h > 0 (NaN is not), and
+    visible when it is valid and ``visible`` (the dataset's own flags) allows it."""
+    bbox = torch.as_tensor(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+    valid = (bbox[:, 2] > 0) & (bbox[:, 3] > 0)
+    if visible is None:
+        return {"bbox": bbox, "valid": valid, "visible": valid.clone()}
+    flags = torch.as_tensor(fit_length(np.asarray(visible, dtype=bool).ravel(), len(bbox), False))
+    return {"bbox": bbox, "valid": valid, "visible": flags & valid}
+
+
+class TrackingDataset:
+    """Base of all training readers. Subclasses fill ``sequence_names`` and implement
+    :meth:`get_sequence_info` and :meth:`frame_path`; class information is optional."""
+
+    #: the folder layout the reader expects, quoted in error messages
+    layout = ""
+    #: whether sequences carry an object class (``get_class_name``)
+    provides_classes = False
+
+    def __init__(self, name: str, storage: Storage) -> None:
+        self.name = name
+        self.storage = storage
+        self.sequence_names: list[str] = []
+        #: reason -> names of the sequences left out when the dataset was opened
+        self.skipped: dict[str, list[str]] = {}
+        self._class_list: list[str] | None = None
+
+    # ----------------------------------------------------------------------------------------- sequences
+    def get_name(self) -> str:
+        return self.name
+
+    def is_video_sequence(self) -> bool:
+        return True
+
+    def is_synthetic_video_dataset(self) -> bool:
+        return False
+
+    def get_num_sequences(self) -> int:
+        return len(self.sequence_names)
+
+    def __len__(self) -> int:
+        return self.get_num_sequences()
+
+    def get_sequence_name(self, seq_id: int) -> str:
+        return self.sequence_names[seq_id]
+
+    def get_sequence_info(self, seq_id: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def frame_path(self, seq_id: int, frame_id: int) -> str:
+        """Relative path of frame ``frame_id`` (0-based) of sequence ``seq_id``."""
+        raise NotImplementedError
+
+    def get_frames(self, seq_id: int, frame_ids: Sequence[int], anno: dict[str, torch.Tensor] | None = None
+                   ) -> tuple[list[np.ndarray], dict[str, list[torch.Tensor]], dict[str, Any]]:
+        """RGB frames, the annotation of those frames, and the sequence's meta data.
+
+        Pass the ``get_sequence_info`` result as ``anno`` to avoid reading the annotation twice. A frame that
+        is missing or cannot be decoded raises :class:`~lib.train.data.datasets.storage.CorruptFrameError`.
+        """
+        if anno is None:
+            anno = self.get_sequence_info(seq_id)
+        num_frames = len(anno["bbox"])
+        for frame_id in frame_ids:
+            if not 0 <= frame_id < num_frames:
+                raise IndexError(f"{self.name}: frame {frame_id} is out of range for sequence "
+                                 f"{self.get_sequence_name(seq_id)} ({num_frames} frames)")
+        decoded: dict[int, np.ndarray] = {}
+        frames = []
+        for frame_id in frame_ids:  # each distinct frame is decoded once; repeats get their own copy
+            if frame_id in decoded:
+                frames.append(decoded[frame_id].copy())
+            else:
+                decoded[frame_id] = self.storage.read_image(self.frame_path(seq_id, frame_id))
+                frames.append(decoded[frame_id])
+        anno_frames = {key: [value[f].clone() for f in frame_ids] for key, value in anno.items()}
+        return frames, anno_frames, self.get_meta(seq_id)
+
+    def get_meta(self, seq_id: int) -> dict[str, Any]:
+        return {"object_class_name": self.get_class_name(seq_id), "motion_class": None, "major_class": None,
+                "root_class": None, "motion_adverb": None}
+
+    # ------------------------------------------------------------------------------------------- classes
+    def has_class_info(self) -> bool:
+        return self.provides_classes
+
+    def get_class_name(self, seq_id: int) -> str | None:
+        return None
+
+    def get_class_list(self) -> list[str]:
+        if self._class_list is None:
+            names = {self.get_class_name(i) for i in range(self.get_num_sequences())}
+            self._class_list = sorted(n for n in names if n)
+        return list(self._class_list)
+
+    def get_num_classes(self) -> int:
+        return len(self.get_class_list())
+
+    def get_sequences_in_class(self, class_name: str) -> list[int]:
+        return [i for i in range(self.get_num_sequences()) if self.get_class_name(i) == class_name]
+
+    # --------------------------------------------------------------------------- helpers for the readers
+    def _file(self, relpath: str) -> str:
+        return f"{self.storage.describe()}/{relpath}"
+
+    def read_boxes(self, relpath: str) -> np.ndarray:
+        """An x,y,w,h-per-line file as (N, 4); an empty file is an empty sequence, not an error."""
+        try:
+            text = self.storage.read_text(relpath)
+        except FileNotFoundError:
+            raise DatasetError(f"{self.name}: annotation file {self._file(relpath)} is missing") from None
+        if not text.strip():
+            return np.zeros((0, 4))
+        try:
+            return parse_box_table(text)
+        except TableFormatError as err:
+            raise DatasetError(f"{self.name}: {self._file(relpath)}: {err}; fix or re-download it") from None
+
+    def read_labels(self, relpath: str, length: int, missing: float) -> np.ndarray:
+        """Per-frame numbers (one per line or one comma-separated line) fitted to ``length`` frames;
+        a file that does not exist gives ``missing`` for every frame."""
+        try:
+            text = self.storage.read_text(relpath)
+        except FileNotFoundError:
+            return np.full(length, missing, dtype=np.float64)
+        if not text.strip():
+            return np.full(length, missing, dtype=np.float64)
+        try:
+            values = parse_number_table(text).ravel()
+        except TableFormatError as err:
+            raise DatasetError(f"{self.name}: {self._file(relpath)}: {err}; fix or re-download it") from None
+        return fit_length(values, length, missing)
+
+    def report_skipped(self, reason: str, names: Sequence[str], what: str = "sequence(s)") -> None:
+        """Record and log (once, with a count) sequences or folders that are left out."""
+        if not names:
+            return
+        self.skipped.setdefault(reason, []).extend(names)
+        examples = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        log.warning("%s: skipped %d %s %s in %s (%s)", self.name, len(names), what, reason,
+                    self.storage.describe(), examples)
+
+    def keep_complete(self, names: Iterable[str], folder_of: Callable[[str], str],
+                      annotation_of: Callable[[str], str]) -> list[str]:
+        """The sequences whose folder and annotation file exist; the others are reported as skipped.
+        Raises when nothing is left, quoting the expected layout."""
+        kept, no_folder, no_annotation = [], [], []
+        for name in names:
+            if not self.storage.is_dir(folder_of(name)):
+                no_folder.append(name)
+            elif not self.storage.exists(annotation_of(name)):
+                no_annotation.append(name)
+            else:
+                kept.append(name)
+        self.report_skipped("listed but not found on disk", no_folder)
+        self.report_skipped("without an annotation file", no_annotation)
+        self.require_sequences(kept)
+        return kept
+
+    def require_sequences(self, names: Sequence[Any]) -> None:
+        if len(names) == 0:
+            raise DatasetError(f"{self.name}: no usable sequences in {self.storage.describe()}; expected "
+                               f"{self.layout}")

@@ -1,0 +1,60 @@
+"""Your own videos in GOT-10k style (the format of the generated demo benchmark): ``<root>/<seq>/`` holding the
+frames (``*.jpg`` / ``*.png``, in natural order: 2.jpg before 10.jpg), ``groundtruth.txt`` (x,y,w,h per frame;
+comma, tab or space) and optionally ``absence.label`` (1 = target absent). Sequences are those named in
+``<root>/list.txt`` when it exists, else every sub-folder. Frame i is annotated by ground-truth row i; extra rows
+beyond the last frame are dropped (with a warning).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from lib.train.data.datasets.base import TrackingDataset, natural_key, sequence_info
+from lib.train.data.datasets.storage import Storage, open_storage
+
+log = logging.getLogger(__name__)
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+class CustomFolder(TrackingDataset):
+    layout = "<root>/<seq>/{groundtruth.txt, [absence.label], frames *.jpg|*.png} and optionally <root>/list.txt"
+
+    def __init__(self, root: str | Path | Storage, sequence_names: Iterable[str] | None = None,
+                 storage: str = "folder", name: str = "Custom") -> None:
+        super().__init__(name, open_storage(root, storage))
+        if sequence_names is not None:
+            candidates = list(sequence_names)
+        elif self.storage.exists("list.txt"):
+            candidates = [line.strip() for line in self.storage.read_text("list.txt").splitlines() if line.strip()]
+        else:
+            candidates = self.storage.list_subdirs()
+        self.sequence_names = self.keep_complete(candidates, lambda seq: seq, lambda seq: f"{seq}/groundtruth.txt")
+        self._frames: dict[int, list[str]] = {}
+        self._warned_rows: set[int] = set()
+
+    def frames_of(self, seq_id: int) -> list[str]:
+        """File names of the sequence's frames, in natural order."""
+        if seq_id not in self._frames:
+            files = self.storage.list_files(self.sequence_names[seq_id])
+            self._frames[seq_id] = sorted((f for f in files if f.lower().endswith(FRAME_SUFFIXES)), key=natural_key)
+        return self._frames[seq_id]
+
+    def get_sequence_info(self, seq_id: int) -> dict[str, torch.Tensor]:
+        name = self.sequence_names[seq_id]
+        boxes = self.read_boxes(f"{name}/groundtruth.txt")
+        num_frames = len(self.frames_of(seq_id))
+        if len(boxes) > num_frames:
+            if seq_id not in self._warned_rows:
+                self._warned_rows.add(seq_id)
+                log.warning("%s: %s has %d ground-truth rows but %d frames; using the first %d rows", self.name,
+                            name, len(boxes), num_frames, num_frames)
+            boxes = boxes[:num_frames]
+        absent = self.read_labels(f"{name}/absence.label", len(boxes), missing=0)
+        return sequence_info(boxes, absent == 0)
+
+    def frame_path(self, seq_id: int, frame_id: int) -> str:
+        return f"{self.sequence_names[seq_id]}/{self.frames_of(seq_id)[frame_id]}"

@@ -1,0 +1,128 @@
+"""ImageNet VID (ILSVRC2015) training videos, one sequence per tracked object.
+
+Layout: ``<root>/Data/VID/train/<chunk>/<video>/000000.JPEG ...`` and one PASCAL-VOC style XML per frame in
+``<root>/Annotations/VID/train/<chunk>/<video>/000000.xml`` listing the objects (``trackid``, ``name`` = WordNet
+id, ``bndbox`` xmin/ymin/xmax/ymax, ``occluded``). A video folder directly under ``train/`` (no chunk level) is
+accepted too.
+
+Assumptions: a track spans from the first to the last frame its ``trackid`` appears in; frames in between
+without the object get an empty box (not valid, not visible); occluded objects are not visible; box =
+(xmin, ymin, xmax - xmin, ymax - ymin); the class name is the WordNet id. Parsing every XML of the full set takes
+minutes, so the parsed tracks can be cached in a JSON file (``cache_file``), rebuilt when the dataset location
+changes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lib.train.data.datasets.base import TrackingDataset, sequence_info
+from lib.train.data.datasets.storage import DatasetError, Storage, open_storage
+from lib.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+ANNOTATIONS = "Annotations/VID/train"
+FRAMES = "Data/VID/train"
+CACHE_FORMAT = "loretrack-vid-tracks-1"
+
+
+class ImagenetVID(TrackingDataset):
+    layout = f"<root>/{FRAMES}/<chunk>/<video>/%06d.JPEG and <root>/{ANNOTATIONS}/<chunk>/<video>/%06d.xml"
+    provides_classes = True
+
+    def __init__(self, root: str | Path | Storage, storage: str = "folder",
+                 cache_file: str | Path | None = None) -> None:
+        super().__init__("ImageNetVID", open_storage(root, storage))
+        content = self._read_cache(cache_file)
+        if content is None:
+            content = self._parse_annotations()
+            if cache_file is not None:
+                atomic_write_text(cache_file, json.dumps(content))
+        self.videos: list[str] = content["videos"]
+        self.video_frames: list[list[str]] = content["frames"]
+        self.tracks: list[dict[str, Any]] = content["tracks"]
+        self.sequence_names = [f"{self.videos[t['video']]}#{t['trackid']}" for t in self.tracks]
+        self.require_sequences(self.sequence_names)
+
+    def _read_cache(self, cache_file: str | Path | None) -> dict[str, Any] | None:
+        if cache_file is None or not Path(cache_file).is_file():
+            return None
+        try:
+            content = json.loads(Path(cache_file).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        if content.get("format") != CACHE_FORMAT or content.get("source") != self.storage.describe():
+            log.info("%s: cache %s is for another dataset location; re-parsing the annotations", self.name, cache_file)
+            return None
+        return content
+
+    def _video_folders(self) -> list[str]:
+        videos = []
+        for entry in self.storage.list_subdirs(ANNOTATIONS):
+            inner = self.storage.list_subdirs(f"{ANNOTATIONS}/{entry}")
+            if inner:  # <chunk>/<video>
+                videos.extend(f"{entry}/{video}" for video in inner)
+            else:  # <video> directly under train/
+                videos.append(entry)
+        return videos
+
+    def _parse_annotations(self) -> dict[str, Any]:
+        videos, frames, tracks = [], [], []
+        for video in self._video_folders():
+            xml_files = [f for f in self.storage.list_files(f"{ANNOTATIONS}/{video}") if f.endswith(".xml")]
+            if not xml_files:
+                continue
+            per_track: dict[str, dict[str, Any]] = {}
+            for index, xml_file in enumerate(xml_files):
+                for trackid, wnid, box, occluded in self._objects(f"{ANNOTATIONS}/{video}/{xml_file}"):
+                    track = per_track.setdefault(trackid, {"class": wnid, "frames": {}})
+                    track["frames"][index] = (box, occluded)
+            video_index = len(videos)
+            videos.append(video)
+            frames.append([f[:-4] for f in xml_files])
+            for trackid, track in sorted(per_track.items(), key=lambda item: int(item[0])):
+                start, end = min(track["frames"]), max(track["frames"])
+                boxes = [[0.0, 0.0, 0.0, 0.0] for _ in range(start, end + 1)]
+                visible = [False] * (end - start + 1)
+                for index, (box, occluded) in track["frames"].items():
+                    boxes[index - start] = box
+                    visible[index - start] = not occluded
+                tracks.append({"video": video_index, "trackid": trackid, "class": track["class"], "start": start,
+                               "boxes": boxes, "visible": visible})
+        if not videos:
+            raise DatasetError(f"{self.name}: no annotated videos in {self.storage.describe()}; expected {self.layout}")
+        return {"format": CACHE_FORMAT, "source": self.storage.describe(), "videos": videos, "frames": frames,
+                "tracks": tracks}
+
+    def _objects(self, relpath: str) -> list[tuple[str, str, list[float], bool]]:
+        try:
+            root = ElementTree.fromstring(self.storage.read_bytes(relpath))
+        except ElementTree.ParseError as err:
+            raise DatasetError(f"{self.name}: {self.storage.describe()}/{relpath} is not valid XML ({err})") from None
+        objects = []
+        for obj in root.iter("object"):
+            corners = {key: float(obj.findtext(f"bndbox/{key}", "0")) for key in ("xmin", "ymin", "xmax", "ymax")}
+            box = [corners["xmin"], corners["ymin"], corners["xmax"] - corners["xmin"],
+                   corners["ymax"] - corners["ymin"]]
+            occluded = obj.findtext("occluded", "0").strip() == "1"
+            objects.append((obj.findtext("trackid", "0").strip(), obj.findtext("name", "").strip(), box, occluded))
+        return objects
+
+    def get_sequence_info(self, seq_id: int) -> dict[str, torch.Tensor]:
+        track = self.tracks[seq_id]
+        return sequence_info(np.asarray(track["boxes"], dtype=np.float32), np.asarray(track["visible"], dtype=bool))
+
+    def frame_path(self, seq_id: int, frame_id: int) -> str:
+        track = self.tracks[seq_id]
+        stem = self.video_frames[track["video"]][track["start"] + frame_id]
+        return f"{FRAMES}/{self.videos[track['video']]}/{stem}.JPEG"
+
+    def get_class_name(self, seq_id: int) -> str:
+        return self.tracks[seq_id]["class"]

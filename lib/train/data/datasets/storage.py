@@ -1,0 +1,300 @@
+"""Where a training dataset's files come from: a plain folder or an LMDB packed by ``tracking/pack_lmdb.py``.
+
+Readers only ever ask for files by their path relative to the dataset root ('airplane/airplane-1/img/00000001.jpg'),
+so the same reader works on both. An LMDB stores every file under its relative path (POSIX separators) plus one
+listing entry per folder (``__loretrack__/ls/<folder>``) so that readers can list folders without scanning all keys,
+and a ``__loretrack__/meta`` entry that marks the database as ours.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cv2
+import numpy as np
+
+from lib.utils.errors import SettingsError, UserError
+
+INDEX_PREFIX = "__loretrack__/"
+LISTING_PREFIX = INDEX_PREFIX + "ls/"
+META_KEY = INDEX_PREFIX + "meta"
+LMDB_FORMAT = "loretrack-lmdb-1"
+
+
+class DatasetError(UserError):
+    """A training dataset is missing files or does not have the layout its reader expects."""
+
+
+class CorruptFrameError(UserError):
+    """A frame is missing or cannot be decoded; the sampler counts these and draws another pair."""
+
+    def __init__(self, relpath: str, source: str, reason: str) -> None:
+        super().__init__(f"cannot read frame {relpath} in {source}: {reason}")
+        self.relpath = relpath
+        self.source = source
+
+
+def decode_rgb(data: bytes, relpath: str, source: str) -> np.ndarray:
+    """Encoded image bytes to an RGB uint8 array (OpenCV's decoder, as the official loaders use)."""
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as err:
+        raise CorruptFrameError(relpath, source, f"decoder error ({err})") from None
+    if image is None:
+        raise CorruptFrameError(relpath, source, "not a decodable image (truncated or corrupt file?)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _clean(relpath: str) -> str:
+    return relpath.replace(os.sep, "/").strip("/")
+
+
+class Storage:
+    """Read-only access to the files of one dataset by relative path."""
+
+    def read_bytes(self, relpath: str) -> bytes:
+        """The file's content; ``FileNotFoundError`` when it does not exist."""
+        raise NotImplementedError
+
+    def exists(self, relpath: str) -> bool:
+        """True for a file or a folder."""
+        raise NotImplementedError
+
+    def is_dir(self, relpath: str) -> bool:
+        raise NotImplementedError
+
+    def list_subdirs(self, relpath: str = "") -> list[str]:
+        """Sorted names of the folders directly inside ``relpath`` (empty when it is not a folder)."""
+        raise NotImplementedError
+
+    def list_files(self, relpath: str = "") -> list[str]:
+        """Sorted names of the files directly inside ``relpath`` (empty when it is not a folder)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The dataset location, for messages."""
+        raise NotImplementedError
+
+    def list_dir(self, relpath: str = "") -> list[str]:
+        return sorted(self.list_subdirs(relpath) + self.list_files(relpath))
+
+    def read_text(self, relpath: str) -> str:
+        return self.read_bytes(relpath).decode("utf-8", errors="replace")
+
+    def read_image(self, relpath: str) -> np.ndarray:
+        """An RGB frame, or :class:`CorruptFrameError` when it is missing or undecodable."""
+        try:
+            data = self.read_bytes(relpath)
+        except FileNotFoundError:
+            raise CorruptFrameError(relpath, self.describe(), "file not found") from None
+        except OSError as err:
+            raise CorruptFrameError(relpath, self.describe(), f"read error ({err})") from None
+        return decode_rgb(data, relpath, self.describe())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()!r})"
+
+
+class FolderStorage(Storage):
+    """Files of a dataset folder on disk."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SettingsError(f"dataset folder {self.root} does not exist or is not a folder")
+
+    def _path(self, relpath: str) -> Path:
+        return self.root / _clean(relpath)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        return self._path(relpath).read_bytes()
+
+    def exists(self, relpath: str) -> bool:
+        return self._path(relpath).exists()
+
+    def is_dir(self, relpath: str) -> bool:
+        return self._path(relpath).is_dir()
+
+    def _entries(self, relpath: str) -> list[os.DirEntry]:
+        try:
+            with os.scandir(self._path(relpath)) as entries:
+                return list(entries)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def list_subdirs(self, relpath: str = "") -> list[str]:
+        return sorted(e.name for e in self._entries(relpath) if e.is_dir())
+
+    def list_files(self, relpath: str = "") -> list[str]:
+        return sorted(e.name for e in self._entries(relpath) if not e.is_dir())
+
+    def describe(self) -> str:
+        return str(self.root)
+
+
+class LmdbStorage(Storage):
+    """Files of a dataset packed into one LMDB folder by ``tracking/pack_lmdb.py``.
+
+    LMDB allows one open handle per database and process, and a handle must not be used after ``fork``: all
+    storages of one path share the process's handle, and forked data-loader workers drop the inherited handles
+    and open their own on first use.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()
+        if not (self.path / "data.mdb").is_file():
+            raise SettingsError(f"{self.path} is not an LMDB folder (no data.mdb); create it with "
+                                f"tracking/pack_lmdb.py --src <dataset folder> --dst {self.path}")
+        meta = self._get(META_KEY)
+        if meta is None or json.loads(meta).get("format") != LMDB_FORMAT:
+            raise DatasetError(f"{self.path} was not written by tracking/pack_lmdb.py (no folder index); "
+                               "re-pack the dataset folder with it")
+        self._listings: dict[str, dict[str, list[str]] | None] = {}
+
+    def _get(self, key: str) -> bytes | None:
+        with _lmdb_env(self.path).begin(buffers=False) as txn:
+            return txn.get(key.encode("utf-8"))
+
+    def _listing(self, relpath: str) -> dict[str, list[str]] | None:
+        key = _clean(relpath)
+        if key not in self._listings:
+            raw = self._get(LISTING_PREFIX + key)
+            self._listings[key] = json.loads(raw) if raw is not None else None
+        return self._listings[key]
+
+    def read_bytes(self, relpath: str) -> bytes:
+        data = self._get(_clean(relpath))
+        if data is None:
+            raise FileNotFoundError(f"{relpath} is not in {self.path}")
+        return data
+
+    def exists(self, relpath: str) -> bool:
+        return self._get(_clean(relpath)) is not None or self.is_dir(relpath)
+
+    def is_dir(self, relpath: str) -> bool:
+        return self._listing(relpath) is not None
+
+    def list_subdirs(self, relpath: str = "") -> list[str]:
+        return list((self._listing(relpath) or {}).get("dirs", []))
+
+    def list_files(self, relpath: str = "") -> list[str]:
+        return list((self._listing(relpath) or {}).get("files", []))
+
+    def describe(self) -> str:
+        return str(self.path)
+
+
+_LMDB_ENVS: dict[Path, Any] = {}
+
+
+def _lmdb_env(path: Path) -> Any:
+    """This process's read-only handle of the LMDB at ``path`` (an absolute path)."""
+    if path not in _LMDB_ENVS:
+        import lmdb
+
+        _LMDB_ENVS[path] = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
+                                     max_readers=2048)
+    return _LMDB_ENVS[path]
+
+
+def _drop_inherited_lmdb_envs() -> None:
+    for env in _LMDB_ENVS.values():
+        env.close()  # only unmaps in the child; the parent's handle is unaffected (no lock file is used)
+    _LMDB_ENVS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_lmdb_envs)
+
+
+STORAGE_KINDS: dict[str, Callable[[str | Path], Storage]] = {"folder": FolderStorage, "lmdb": LmdbStorage}
+
+
+def open_storage(location: str | Path | Storage, kind: str = "folder") -> Storage:
+    """A :class:`Storage` for ``location`` (kept as is when it already is one)."""
+    if isinstance(location, Storage):
+        return location
+    if kind not in STORAGE_KINDS:
+        raise UserError(f"unknown dataset storage '{kind}'; use one of {sorted(STORAGE_KINDS)}")
+    return STORAGE_KINDS[kind](location)
+
+
+# ------------------------------------------------------------------------------------------------ packing
+
+def _walk_files(src: Path) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(relative folder, sub-folder names, file names) for every folder under ``src``, sorted."""
+    for folder, dirs, files in os.walk(src, followlinks=True):
+        dirs.sort()
+        rel = Path(folder).relative_to(src).as_posix()
+        yield ("" if rel == "." else rel), list(dirs), sorted(files)
+
+
+def pack_folder(src: str | Path, dst: str | Path, force: bool = False,
+                progress: Callable[[str], None] | None = None, progress_interval_s: float = 2.0) -> dict[str, int]:
+    """Pack every file under ``src`` into a new LMDB folder ``dst`` (keys = relative paths) plus folder listings.
+
+    The database is written to a temporary sibling folder and renamed into place at the end, so an interrupted
+    run never leaves a half-written ``dst``. Returns ``{'files': n, 'bytes': total}``.
+    """
+    import lmdb
+
+    src, dst = Path(src).resolve(), Path(dst).resolve()
+    if not src.is_dir():
+        raise UserError(f"--src {src} is not a folder")
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise UserError(f"--dst {dst} and --src {src} must not contain each other")
+    if dst.exists() and not force:
+        raise UserError(f"{dst} already exists; pass --force to replace it")
+    if dst.exists() and not (dst / "data.mdb").is_file():
+        raise UserError(f"{dst} exists and is not an LMDB folder; refusing to replace it, choose another --dst")
+    say = progress or (lambda message: None)
+
+    folders = list(_walk_files(src))
+    total_files = sum(len(files) for _, _, files in folders)
+    total_bytes = sum((src / rel / name).stat().st_size for rel, _, files in folders for name in files)
+    say(f"packing {total_files} files ({total_bytes / 2**20:.1f} MiB) from {src}")
+
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    map_size = int(total_bytes * 1.5) + 4096 * (total_files + len(folders)) + 2**26
+    env = lmdb.open(str(tmp), map_size=map_size, subdir=True, map_async=True, writemap=False)
+    try:
+        written, written_bytes, last_report = 0, 0, time.monotonic()
+        txn = env.begin(write=True)
+        for rel, dirs, files in folders:
+            listing = json.dumps({"dirs": dirs, "files": files}).encode("utf-8")
+            txn.put((LISTING_PREFIX + rel).encode("utf-8"), listing)
+            for name in files:
+                key = f"{rel}/{name}" if rel else name
+                data = (src / rel / name).read_bytes()
+                txn.put(key.encode("utf-8"), data)
+                written += 1
+                written_bytes += len(data)
+                if written % 1000 == 0:  # bounded transactions keep memory flat on huge datasets
+                    txn.commit()
+                    txn = env.begin(write=True)
+                if time.monotonic() - last_report >= progress_interval_s:
+                    last_report = time.monotonic()
+                    say(f"  {written}/{total_files} files ({100.0 * written / max(total_files, 1):.1f}%)")
+        meta = {"format": LMDB_FORMAT, "files": written, "bytes": written_bytes, "source": src.name}
+        txn.put(META_KEY.encode("utf-8"), json.dumps(meta).encode("utf-8"))
+        txn.commit()
+        env.sync(True)
+    except BaseException:
+        env.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    env.close()
+    if dst.exists():  # --force: swap in the new database before deleting the old one
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.rename(dst, old)
+        os.rename(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, dst)
+    say(f"wrote {dst}: {written} files, {written_bytes / 2**20:.1f} MiB")
+    return {"files": written, "bytes": written_bytes}
