@@ -65,6 +65,9 @@ def default_config_dict() -> dict[str, Any]:
                 "TYPE": "step",
                 "DECAY_RATE": 0.1,
             },
+            # LoReTrack additions.
+            "SEED": 42,  # per-rank seed = SEED + rank; every training pair is drawn from its own seed
+            "SAVE_EPOCH_INTERVAL": 20,  # numbered checkpoints every N epochs (the last epoch is always kept)
         },
         "DATA": {
             "SAMPLER_MODE": "causal",

@@ -225,6 +225,9 @@ class VisionTransformerTracker(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.pretrain_grid[0] * self.pretrain_grid[1], embed_dim))
         self.pos_embed_z = nn.Parameter(torch.zeros(1, self.template_grid[0] * self.template_grid[1], embed_dim))
         self.pos_embed_x = nn.Parameter(torch.zeros(1, self.search_grid[0] * self.search_grid[1], embed_dim))
+        # Kept for checkpoint compatibility only; the forward pass never uses them (DDP needs to know).
+        self.cls_token.requires_grad_(False)
+        self.pos_embed.requires_grad_(False)
 
         keep = {loc: ratio for loc, ratio in zip(ce_loc, ce_keep_ratio)}
         rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth > 1 else [drop_path_rate]

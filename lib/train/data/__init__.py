@@ -1,0 +1,1 @@
+"""Training data: dataset readers, pair sampling and crop processing."""

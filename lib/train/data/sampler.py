@@ -1,0 +1,132 @@
+"""Draw training pairs: dataset by ratio, sequence uniformly, template frame, then a later search frame.
+
+'causal' mode (OSTrack): the template is a visible frame t (not the last), the search frame a visible frame
+in [t + 1, t + max_gap + g) where g grows by 5 until one exists. Image datasets (COCO) use the same image
+twice. A sequence is used only if it has at least 20 frames and more than 4 visible ones.
+
+Every item is generated from its own seed (base seed, epoch, index), so a sample does not depend on which
+worker process builds it or on what was drawn before: a resumed run sees exactly the same data.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from lib.train.data.processing import PairProcessing, SampleRng
+from lib.utils.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MIN_SEQUENCE_LENGTH = 20
+MAX_CONSECUTIVE_FAILURES = 1000
+
+
+def sample_seed(base_seed: int, epoch: int, index: int) -> int:
+    return (base_seed * 1_000_003 + epoch * 10_000_019 + index) % (2 ** 63)
+
+
+class TrackingSampler(Dataset):
+    """A map-style dataset of ``samples_per_epoch`` processed (template, search) pairs."""
+
+    def __init__(self, datasets: Sequence[Any], ratios: Sequence[float], samples_per_epoch: int,
+                 max_gap: int, processing: PairProcessing, seed: int = 42,
+                 corrupt_errors: tuple[type[BaseException], ...] = (OSError,)) -> None:
+        if not datasets:
+            raise UserError("no training datasets configured (DATA.TRAIN.DATASETS_NAME is empty)")
+        if len(ratios) != len(datasets):
+            raise UserError(f"DATASETS_RATIO has {len(ratios)} entries for {len(datasets)} datasets")
+        self.datasets = list(datasets)
+        total = float(sum(ratios))
+        self.probabilities = [r / total for r in ratios]
+        self.samples_per_epoch = samples_per_epoch
+        self.max_gap = max_gap
+        self.processing = processing
+        self.seed = seed
+        self.epoch = 0
+        self.corrupt_errors = corrupt_errors
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """One processed pair; ``sample['skipped']`` counts the draws rejected on the way, by reason."""
+        seed = sample_seed(self.seed, self.epoch, index)
+        choices = random.Random(seed)
+        rng = SampleRng.from_seed(seed)
+        skipped: Counter = Counter()
+        for _ in range(MAX_CONSECUTIVE_FAILURES):
+            dataset = choices.choices(self.datasets, self.probabilities)[0]
+            seq_id, info = self._sample_sequence(dataset, choices, skipped)
+            frame_ids = self._sample_frames(dataset, info["visible"], choices)
+            if frame_ids is None:
+                skipped["no frame pair"] += 1
+                continue
+            try:
+                frames, anno, _ = dataset.get_frames(seq_id, list(frame_ids), info)
+            except self.corrupt_errors as err:
+                skipped["unreadable frame"] += 1
+                log.warning("skipping a training pair: unreadable frame in %s sequence %s (%s)",
+                            dataset.get_name(), seq_id, err)
+                continue
+            boxes = anno["bbox"]
+            sample = self.processing(frames[0], boxes[0], frames[1], boxes[1], rng)
+            if sample is None:
+                skipped["invalid crop"] += 1
+                continue
+            sample["dataset"] = dataset.get_name()
+            sample["skipped"] = dict(skipped)
+            return sample
+        raise UserError(f"could not draw a valid training pair in {MAX_CONSECUTIVE_FAILURES} attempts; "
+                        f"check the training data (rejected: {dict(skipped)})")
+
+    def _sample_sequence(self, dataset: Any, choices: random.Random, skipped: Counter
+                         ) -> tuple[int, dict[str, Any]]:
+        is_video = dataset.is_video_sequence()
+        for _ in range(MAX_CONSECUTIVE_FAILURES):
+            seq_id = choices.randint(0, dataset.get_num_sequences() - 1)
+            info = dataset.get_sequence_info(seq_id)
+            visible = info["visible"]
+            if not is_video or (int(visible.sum()) > 4 and len(visible) >= MIN_SEQUENCE_LENGTH):
+                return seq_id, info
+            skipped["sequence too short or mostly invisible"] += 1
+        raise UserError(f"dataset {dataset.get_name()} has no usable sequence (needs >= {MIN_SEQUENCE_LENGTH} "
+                        "frames with more than 4 visible, non-empty boxes)")
+
+    def _sample_frames(self, dataset: Any, visible: torch.Tensor, choices: random.Random
+                       ) -> tuple[int, int] | None:
+        if not dataset.is_video_sequence():
+            return 0, 0
+        gap_increase = 0
+        for _ in range(MAX_CONSECUTIVE_FAILURES):
+            template = _choose_visible(visible, 0, len(visible) - 1, choices)
+            if template is None:
+                return None
+            search = _choose_visible(visible, template + 1, template + self.max_gap + gap_increase, choices)
+            if search is not None:
+                return template, search
+            gap_increase += 5
+        return None
+
+
+def _choose_visible(visible: torch.Tensor, min_id: int, max_id: int, choices: random.Random) -> int | None:
+    """A uniformly drawn visible frame index in [min_id, max_id) (clipped to the sequence)."""
+    min_id, max_id = max(min_id, 0), min(max_id, len(visible))
+    candidates = [i for i in range(min_id, max_id) if visible[i]]
+    return choices.choice(candidates) if candidates else None
+
+
+def collate_pairs(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; keep per-sample strings/ints as lists."""
+    batch: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values
+    return batch

@@ -1,0 +1,149 @@
+"""Training end to end on tiny generated data: checkpoints, logs, exact resume, bad data, divergence, DDP."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lib.config import load_config
+from lib.models import read_checkpoint
+from lib.train import run_training
+from lib.train.hooks import latest_checkpoint
+from lib.utils.paths import REPO_ROOT, get_paths
+from tests.training_fixtures import make_custom_dataset, tiny_training_yaml
+
+TRAIN_SCRIPT = REPO_ROOT / "tracking" / "train.py"
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_custom_dataset(tmp_path_factory.mktemp("custom"))
+
+
+def _run(cfg_path: Path, save_dir: Path, **kwargs):
+    cfg = load_config(cfg_path)
+    return run_training.run(cfg, "ostrack", cfg_path.stem, save_dir=save_dir, progress=False,
+                            paths=get_paths(save_dir=save_dir), **kwargs)
+
+
+def _checkpoint_dir(save_dir: Path, name: str) -> Path:
+    return save_dir / "checkpoints" / "train" / "ostrack" / name
+
+
+def test_training_writes_checkpoints_logs_and_validates(dataset, tmp_path):
+    cfg_path = tiny_training_yaml(tmp_path / "tiny.yaml", dataset, epochs=2, val_root=dataset)
+    trainer = _run(cfg_path, tmp_path / "out")
+    folder = _checkpoint_dir(tmp_path / "out", "tiny")
+    assert sorted(p.name for p in folder.iterdir()) == ["OSTrack_ep0001.pth.tar", "OSTrack_ep0002.pth.tar"]
+    checkpoint = read_checkpoint(folder / "OSTrack_ep0002.pth.tar")
+    assert checkpoint["epoch"] == 2 and checkpoint["net_type"] == "OSTrack" and "trainer" in checkpoint
+    assert trainer.iteration == 8
+    logging_hook, validation_hook = trainer.hooks[0], trainer.hooks[1]
+    assert [h["epoch"] for h in logging_hook.history] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(h["Loss/total"])) for h in logging_hook.history)
+    assert logging_hook.history[1]["LearningRate/group0"] == pytest.approx(1e-4)  # step decay after epoch 1
+    assert logging_hook.history[0]["LearningRate/group1"] == pytest.approx(1e-4)  # backbone x 0.1
+    assert [r["epoch"] for r in validation_hook.results] == [1, 2]
+    assert list((tmp_path / "out" / "tensorboard" / "train" / "ostrack" / "tiny").glob("events.out.tfevents*"))
+
+
+def _train_command(cfg_path: Path, save_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(TRAIN_SCRIPT), "--script", "ostrack", "--config", str(cfg_path), "--save_dir",
+            str(save_dir), "--no_progress", "--device", "cpu", *extra]
+
+
+@pytest.mark.slow
+def test_run_killed_mid_epoch_resumes_to_identical_weights(dataset, tmp_path):
+    cfg_path = tiny_training_yaml(tmp_path / "resume.yaml", dataset, epochs=3, samples=96)
+    straight = subprocess.run(_train_command(cfg_path, tmp_path / "straight"), capture_output=True, text=True,
+                              timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    folder = _checkpoint_dir(tmp_path / "killed", "resume")
+    process = subprocess.Popen(_train_command(cfg_path, tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (folder / "OSTrack_ep0001.pth.tar").exists():
+        time.sleep(0.01)
+    time.sleep(0.3)  # well inside epoch 2 (an epoch takes a few seconds)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (folder / "OSTrack_ep0003.pth.tar").exists(), "the run ended before it could be killed"
+    resumed = subprocess.run(_train_command(cfg_path, tmp_path / "killed", "--resume"), capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+
+    expected = read_checkpoint(_checkpoint_dir(tmp_path / "straight", "resume") / "OSTrack_ep0003.pth.tar")
+    actual = read_checkpoint(folder / "OSTrack_ep0003.pth.tar")
+    for key, value in expected["net"].items():
+        assert torch.equal(value, actual["net"][key]), key
+    assert not list(folder.glob(".*.tmp"))
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(dataset, tmp_path, monkeypatch):
+    class PoisonedActor(run_training.TrackingActor):
+        def __call__(self, batch, epoch):
+            if epoch == 2:
+                with torch.no_grad():
+                    self.model.box_head.conv5_size.bias.fill_(float("nan"))
+            return super().__call__(batch, epoch)
+
+    monkeypatch.setattr(run_training, "TrackingActor", PoisonedActor)
+    cfg_path = tiny_training_yaml(tmp_path / "nan.yaml", dataset, epochs=3)
+    with pytest.raises(run_training.TrainingStoppedError, match=r"epoch 2.*NaN.*OSTrack_ep0001\.pth\.tar"):
+        _run(cfg_path, tmp_path / "out")
+    folder = _checkpoint_dir(tmp_path / "out", "nan")
+    assert latest_checkpoint(folder).name == "OSTrack_ep0001.pth.tar"
+    weights = read_checkpoint(folder / "OSTrack_ep0001.pth.tar")["net"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_bad_data_is_skipped_with_counted_warnings(tmp_path, caplog):
+    root = make_custom_dataset(tmp_path / "data", num_sequences=3)
+    (root / "seq_000" / "00000005.jpg").write_bytes(b"not a jpeg")  # corrupt frame
+    (root / "seq_000" / "00000006.jpg").unlink()  # missing frame
+    (root / "seq_001" / "groundtruth.txt").write_text("10,10,0,0\n" * 24)  # zero-size boxes: never visible
+    (root / "seq_empty").mkdir()
+    (root / "seq_empty" / "groundtruth.txt").write_text("")
+    with open(root / "list.txt", "a") as handle:
+        handle.write("seq_empty\n")
+    cfg_path = tiny_training_yaml(tmp_path / "bad.yaml", root, epochs=1, samples=64)
+    with caplog.at_level(logging.WARNING):
+        trainer = _run(cfg_path, tmp_path / "out")
+    assert trainer.iteration == 16
+    assert trainer.skipped["sequence too short or mostly invisible"] > 0
+    assert trainer.skipped["unreadable frame"] > 0
+    assert "unreadable frame" in caplog.text
+
+
+def test_missing_dataset_root_names_the_setting(tmp_path):
+    cfg_path = tmp_path / "got.yaml"
+    tiny_training_yaml(cfg_path, tmp_path, epochs=1)
+    cfg_text = cfg_path.read_text().replace(f"'CUSTOM:{tmp_path}'", "GOT10K_vottrain")
+    cfg_path.write_text(cfg_text)
+    env = dict(os.environ, LORETRACK_DATA_DIR=str(tmp_path / "nowhere"))
+    result = subprocess.run(_train_command(cfg_path, tmp_path / "out"), capture_output=True, text=True, env=env,
+                            timeout=120)
+    assert result.returncode == 2
+    assert "LORETRACK_GOT10K_DIR" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(dataset, tmp_path):
+    cfg_path = tiny_training_yaml(tmp_path / "ddp.yaml", dataset, epochs=1, samples=16, batch=2)
+    command = _train_command(cfg_path, tmp_path / "out", "--mode", "multiple", "--nproc_per_node", "2",
+                             "--master_port", str(29500 + os.getpid() % 1000))
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(2 process(es))" in result.stderr
+    checkpoint = read_checkpoint(_checkpoint_dir(tmp_path / "out", "ddp") / "OSTrack_ep0001.pth.tar")
+    assert checkpoint["trainer"]["iteration"] == 4  # 16 samples / (2 ranks x batch 2)
+    assert not any(k.startswith("module.") for k in checkpoint["net"])
