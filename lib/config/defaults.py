@@ -99,6 +99,35 @@ def default_config_dict() -> dict[str, Any]:
                 "SCALE_JITTER": 0,
             },
         },
+        # LoReTrack: distillation from a frozen (high-resolution) teacher. The data pipeline crops at the
+        # teacher's TEST sizes; the student sees those crops resized to its DATA sizes.
+        "DISTILL": {
+            "ENABLED": False,
+            "TEACHER": {
+                "SCRIPT": "ostrack",
+                "CONFIG": "vitb_384_mae_32x4_ep300",  # name in experiments/<SCRIPT>/ or a YAML path
+                "CHECKPOINT": "",  # path, or a file name in the pre-trained weights folder
+                "OVERRIDES": [],  # KEY=VALUE overrides of the teacher config
+                "DTYPE": "float32",  # float32, bfloat16 or float16 (teacher forward under autocast)
+            },
+            "TEMPERATURE": 4.0,
+            "ALIGN": "up",  # up: student maps upsampled to the teacher grid (released code); down: the reverse
+            "PROJECTION": "auto",  # auto: learned 1x1 convs when student and teacher widths differ; none
+            "QKV": {
+                "WEIGHT": 0.01,
+                "STUDENT_LAYERS": [-1],
+                "TEACHER_LAYERS": [-1],
+                "TENSOR_WEIGHTS": [1.0, 1.0, 1.0],  # q, k, v
+                "LOSS": "kl",  # kl (channel-softmax KL with temperature) or mse
+            },
+            "DISC": {
+                "WEIGHT": 0.01,
+                "MASK": "energy",  # energy: teacher feature energy >= THRESHOLD (released code); gt_box
+                "THRESHOLD": 0.2,
+                "WEIGHTS": [0.6, 0.4],  # inside / outside the mask (GOT-10k setting: 0.75 / 0.25)
+                "LOSS": "kl",
+            },
+        },
         "TEST": {
             "TEMPLATE_FACTOR": 2.0,
             "TEMPLATE_SIZE": 128,

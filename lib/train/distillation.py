@@ -9,7 +9,7 @@ the teacher's maps through a channel-softmax KL (:func:`lib.train.losses.channel
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -58,10 +58,12 @@ def qkv_kd_loss(student_qkv: dict[int, Sequence[torch.Tensor]], teacher_qkv: dic
                 student_template_tokens: int, teacher_template_tokens: int,
                 layer_pairs: Sequence[tuple[int, int]], weights: Sequence[float] = (1.0, 1.0, 1.0),
                 temperature: float = 4.0, loss: MapLoss = channel_kl, direction: str = "up",
-                projections: Sequence[torch.nn.Module] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                projections: Sequence[Mapping[str, torch.nn.Module]] | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
     """Sum over (student block, teacher block) pairs of weighted q/k/v map losses.
 
-    ``projections`` (one per pair, e.g. 1x1 convs) map a narrower student's channels to the teacher's.
+    ``projections`` (per pair, {'q': module, 'k': ..., 'v': ...}, e.g. 1x1 convs) map a narrower student's
+    channels to the teacher's.
     Returns the loss and its per-tensor parts for logging.
     """
     total = None
@@ -70,7 +72,7 @@ def qkv_kd_loss(student_qkv: dict[int, Sequence[torch.Tensor]], teacher_qkv: dic
         for name, weight, s_x, t_x in zip("qkv", weights, student_qkv[s_block], teacher_qkv[t_block]):
             s_map = search_map(s_x, student_template_tokens)
             if projections is not None:
-                s_map = projections[pair_index](s_map)
+                s_map = projections[pair_index][name](s_map)
             t_map = search_map(t_x, teacher_template_tokens).detach()
             s_map, t_map = align(s_map, t_map, direction)
             term = loss(s_map, t_map, temperature)

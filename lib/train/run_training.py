@@ -59,9 +59,16 @@ def init_distributed(device: str) -> RunContext:
 
 
 def crop_settings(cfg: Config) -> tuple[CropSettings, CropSettings]:
+    """Template and search crops as configured; under distillation they are cut at the teacher's sizes
+    (same content, higher resolution) and the actor resizes them for the student."""
     t, s = cfg.DATA.TEMPLATE, cfg.DATA.SEARCH
-    return (CropSettings(t.SIZE, t.FACTOR, t.CENTER_JITTER, t.SCALE_JITTER),
-            CropSettings(s.SIZE, s.FACTOR, s.CENTER_JITTER, s.SCALE_JITTER))
+    t_size, s_size = t.SIZE, s.SIZE
+    if cfg.DISTILL.ENABLED:
+        from lib.train.loretrack import teacher_crop_sizes
+
+        t_size, s_size = teacher_crop_sizes(cfg)
+    return (CropSettings(t_size, t.FACTOR, t.CENTER_JITTER, t.SCALE_JITTER),
+            CropSettings(s_size, s.FACTOR, s.CENTER_JITTER, s.SCALE_JITTER))
 
 
 def build_sampler(cfg: Config, split: str, paths: Paths, seed: int) -> TrackingSampler:
@@ -89,14 +96,20 @@ def build_loader(sampler: TrackingSampler, batch_size: int, num_workers: int, co
                       pin_memory=torch.cuda.is_available())
 
 
-def build_optimizer(cfg: Config, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW with the backbone at ``LR * BACKBONE_MULTIPLIER``; step decay every ``LR_DROP_EPOCH`` epochs."""
+def build_optimizer(cfg: Config, model: torch.nn.Module, extra: torch.nn.Module | None = None
+                    ) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW with the backbone at ``LR * BACKBONE_MULTIPLIER``; step decay every ``LR_DROP_EPOCH`` epochs.
+
+    ``extra`` (e.g. distillation projections) trains at the head's learning rate.
+    """
     train = cfg.TRAIN
     if train.OPTIMIZER.upper() != "ADAMW":
         raise ConfigError(f"TRAIN.OPTIMIZER '{train.OPTIMIZER}' is not supported; use ADAMW")
     head = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]
     backbone = [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad]
     groups = [{"params": head}, {"params": backbone, "lr": train.LR * train.BACKBONE_MULTIPLIER}]
+    if extra is not None:
+        groups.append({"params": [p for p in extra.parameters() if p.requires_grad]})
     optimizer = torch.optim.AdamW(groups, lr=train.LR, weight_decay=train.WEIGHT_DECAY)
     if train.SCHEDULER.TYPE != "step":
         raise ConfigError(f"TRAIN.SCHEDULER.TYPE '{train.SCHEDULER.TYPE}' is not supported; use step")
@@ -104,14 +117,13 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> tuple[torch.optim.Op
     return optimizer, scheduler
 
 
-def build_distiller(cfg: Config, device: torch.device) -> Any | None:
+def build_distiller(cfg: Config, student: torch.nn.Module, device: torch.device, world_size: int) -> Any | None:
     """LoReTrack's teacher + distillation terms, when the config asks for them (see lib/train/loretrack.py)."""
-    distill = cfg.get("DISTILL")
-    if not distill or not distill.get("ENABLED"):
+    if not cfg.DISTILL.ENABLED:
         return None
     from lib.train.loretrack import build_loretrack_distiller
 
-    return build_loretrack_distiller(cfg, device)
+    return build_loretrack_distiller(cfg, student, device, world_size)
 
 
 def _init_wandb(enabled: bool, save_dir: Path, name: str, cfg: Config, is_main: bool) -> Any | None:
@@ -138,9 +150,10 @@ def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None
     if context.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[context.local_rank] if device == "cuda" else None, find_unused_parameters=False)
-    distiller = build_distiller(cfg, torch_device)
+    distiller = build_distiller(cfg, model, torch_device, context.world_size)
+    projections = getattr(distiller, "projections", None)
     actor = TrackingActor(net, cfg, distiller=distiller)
-    optimizer, scheduler = build_optimizer(cfg, model)
+    optimizer, scheduler = build_optimizer(cfg, model, projections)
     workers = cfg.TRAIN.NUM_WORKER if num_workers is None else num_workers
     train_loader = build_loader(build_sampler(cfg, "TRAIN", paths, cfg.TRAIN.SEED), cfg.TRAIN.BATCH_SIZE, workers,
                                 context)
@@ -157,7 +170,8 @@ def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None
     hooks.append(CheckpointHook(checkpoint_dir, net, cfg.TRAIN.SAVE_EPOCH_INTERVAL, cfg.to_dict(),
                                 actor_type="LoReTrackActor" if distiller else "OSTrackActor", is_main=context.is_main))
     trainer = Trainer(actor, optimizer, train_loader, cfg.TRAIN.EPOCH, torch_device, cfg.TRAIN.GRAD_CLIP_NORM,
-                      amp=cfg.TRAIN.AMP, scheduler=scheduler, hooks=hooks, trainable=model)
+                      amp=cfg.TRAIN.AMP, scheduler=scheduler, hooks=hooks, trainable=model,
+                      extra_modules={"distill_projections": projections} if projections is not None else None)
     if cfg.TRAIN.AMP and device != "cuda":
         log.warning("TRAIN.AMP is on but training runs on the CPU: AMP is skipped")
     if resume:

@@ -45,7 +45,9 @@ class Trainer:
     def __init__(self, actor: TrackingActor, optimizer: torch.optim.Optimizer, train_loader: Iterable,
                  max_epoch: int, device: torch.device | str = "cpu", grad_clip_norm: float = 0.0,
                  amp: bool = False, scheduler: Any | None = None, hooks: Sequence[HookBase] = (),
-                 trainable: nn.Module | None = None) -> None:
+                 trainable: nn.Module | None = None, extra_modules: Mapping[str, nn.Module] | None = None) -> None:
+        """``trainable`` is what gradient clipping sees (the network, unwrapped); ``extra_modules`` are trained
+        too and saved in the trainer state (e.g. distillation projections), but are not part of the network."""
         self.actor = actor
         self.optimizer = optimizer
         self.train_loader = train_loader
@@ -56,6 +58,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.scheduler = scheduler
         self.trainable = trainable if trainable is not None else actor.net
+        self.extra_modules = dict(extra_modules or {})
         self.epoch = 0  # last completed epoch
         self.iteration = 0
         self.epoch_stats: dict[str, list[float]] = defaultdict(list)
@@ -103,7 +106,8 @@ class Trainer:
         self.scaler.scale(loss).backward()
         if self.grad_clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trainable.parameters(), self.grad_clip_norm)
+            params = [p for m in (self.trainable, *self.extra_modules.values()) for p in m.parameters()]
+            torch.nn.utils.clip_grad_norm_(params, self.grad_clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.iteration += 1
@@ -121,6 +125,7 @@ class Trainer:
             state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
+        state["modules"] = {name: module.state_dict() for name, module in self.extra_modules.items()}
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -132,6 +137,9 @@ class Trainer:
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
         self.skipped = Counter(state.get("skipped", {}))
+        for name, module_state in state.get("modules", {}).items():
+            if name in self.extra_modules:
+                self.extra_modules[name].load_state_dict(module_state)
         rng = state.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
