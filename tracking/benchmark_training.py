@@ -1,0 +1,97 @@
+"""Training throughput (samples/s) and, under distillation, the teacher's share of the step time.
+
+    python tracking/benchmark_training.py --config loretrack_128 --script loretrack --batch 8 --steps 10
+    python tracking/benchmark_training.py --config vitb_256_mae_32x4_ep300 --opts DATA.SEARCH.SIZE=128 DATA.TEMPLATE.SIZE=64
+
+Steps run on random crops (data loading excluded: it runs in worker processes during real training), with
+the real actor, optimiser and gradient clipping. A distillation config without teacher weights gets a
+randomly initialised teacher: timing does not depend on the weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import _init_paths  # noqa: F401
+
+from lib.utils.cli import run_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--script", default="ostrack")
+    parser.add_argument("--batch", type=int, default=None, help="default: TRAIN.BATCH_SIZE")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--opts", nargs="*", default=[])
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--debug", action="store_true")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from lib.config import load_config
+    from lib.models import build_model, save_checkpoint
+    from lib.train.actor import TrackingActor
+    from lib.train.run_training import build_distiller, build_optimizer, crop_settings
+    from lib.train.trainer import Trainer
+    from lib.utils.io import atomic_write_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = load_config(args.config, overrides=["MODEL.PRETRAIN_FILE=''", *args.opts], script=args.script)
+    batch_size = args.batch or cfg.TRAIN.BATCH_SIZE
+    with tempfile.TemporaryDirectory() as scratch:
+        if cfg.DISTILL.ENABLED and not Path(cfg.DISTILL.TEACHER.CHECKPOINT or "/nonexistent").is_file():
+            from lib.train.loretrack import load_teacher_config
+
+            teacher = build_model(load_teacher_config(cfg))
+            cfg.DISTILL.TEACHER.CHECKPOINT = str(save_checkpoint(Path(scratch) / "teacher.pth.tar", teacher))
+        model = build_model(cfg, training=True)
+        distiller = build_distiller(cfg, model, torch.device("cpu"), 1)
+        projections = getattr(distiller, "projections", None)
+        actor = TrackingActor(model, cfg, distiller=distiller)
+        optimizer, _ = build_optimizer(cfg, model, projections)
+        template_crop, search_crop = crop_settings(cfg)
+        batch = {"template_images": torch.randn(batch_size, 3, template_crop.output_size, template_crop.output_size),
+                 "search_images": torch.randn(batch_size, 3, search_crop.output_size, search_crop.output_size),
+                 "template_anno": torch.tensor([[0.25, 0.25, 0.5, 0.5]]).repeat(batch_size, 1),
+                 "search_anno": torch.tensor([[0.4, 0.4, 0.2, 0.2]]).repeat(batch_size, 1)}
+        trainer = Trainer(actor, optimizer, [], cfg.TRAIN.EPOCH, "cpu", cfg.TRAIN.GRAD_CLIP_NORM, trainable=model,
+                          extra_modules={"p": projections} if projections is not None else None)
+        trainer.current_epoch = 1
+        model.train()
+        for _ in range(args.warmup):
+            trainer.run_step(batch)
+        if distiller is not None:
+            distiller.teacher_seconds = 0.0
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            trainer.run_step(batch)
+        seconds = time.perf_counter() - start
+    report = {"config": args.config, "opts": args.opts, "batch": batch_size, "steps": args.steps,
+              "threads": torch.get_num_threads(), "student_sizes": [cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE],
+              "crop_sizes": [template_crop.output_size, search_crop.output_size],
+              "step_s": seconds / args.steps, "samples_per_s": batch_size * args.steps / seconds}
+    line = (f"{args.config}: batch {batch_size}, student {cfg.DATA.TEMPLATE.SIZE}/{cfg.DATA.SEARCH.SIZE} px, "
+            f"{report['step_s'] * 1000:.0f} ms/step, {report['samples_per_s']:.2f} samples/s "
+            f"({report['threads']} threads)")
+    if distiller is not None:
+        report["teacher_share"] = distiller.teacher_seconds / seconds
+        report["teacher_dtype"] = cfg.DISTILL.TEACHER.DTYPE
+        line += (f"; teacher {cfg.DISTILL.TEACHER.CONFIG} ({cfg.DISTILL.TEACHER.DTYPE}) takes "
+                 f"{100 * report['teacher_share']:.1f} % of the step")
+    print(line)
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))
