@@ -196,7 +196,7 @@ def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None
 def _resume(trainer: Trainer, model: torch.nn.Module, checkpoint_dir: Path) -> None:
     path = latest_checkpoint(checkpoint_dir)
     if path is None:
-        log.warning("--resume: no checkpoint in %s; starting from scratch", checkpoint_dir)
+        log.info("--resume: no checkpoint in %s yet; starting from scratch", checkpoint_dir)
         return
     checkpoint = read_checkpoint(path)
     if "trainer" not in checkpoint:
