@@ -8,6 +8,7 @@ Everything goes through the same loaders, trainer, tracker and analysis as the r
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import statistics
@@ -87,9 +88,14 @@ class Demo:
         return ensure_embedded_benchmark(seed=s.benchmark_seed, num_train=s.num_train, num_val=s.num_val,
                                          num_test=s.num_test, frames=s.frames, size=s.frame_size, progress=s.progress)
 
-    def train(self, config: str, run_name: str, overrides: list[str]) -> tuple[Config, Path, Path]:
-        """Train (or finish, or reuse) one model; returns its config, YAML and final checkpoint."""
+    def train(self, config: str, name: str, overrides: list[str]) -> tuple[Config, Path, Path]:
+        """Train (or finish, or reuse) one model; returns its config, YAML and final checkpoint.
+
+        The run folder carries a digest of the full config, so a changed config never reuses stale weights
+        (or stale tracking results, which are stored under the same name).
+        """
         cfg = load_config(config, overrides=overrides, script=SCRIPT)
+        run_name = f"{name}-{hashlib.sha1(cfg.to_yaml().encode()).hexdigest()[:8]}"
         folder = self.paths.checkpoints_dir / "train" / SCRIPT / run_name
         final = folder / checkpoint_name("OSTrack", cfg.TRAIN.EPOCH)
         yaml_path = self.root / "configs" / f"{run_name}.yaml"
@@ -138,9 +144,9 @@ class Demo:
         specs, macs = [], {}
         for name, variants in runs.items():
             folders = []
-            for index, (cfg, yaml_path, ckpt) in enumerate(variants):
-                run_name = f"{name.replace(' + ', '_').replace(' ', '_')}_seed{index}"
-                folders.append(self.evaluate(run_name, TrackerFactory(str(yaml_path), SCRIPT, str(ckpt)), sequences))
+            for cfg, yaml_path, ckpt in variants:
+                factory = TrackerFactory(str(yaml_path), SCRIPT, str(ckpt))
+                folders.append(self.evaluate(yaml_path.stem, factory, sequences))
             specs.append(TrackerSpec(name, tuple(folders)))
             macs[name] = _published_macs(variants[0][0])
         specs.append(TrackerSpec("static box", (self.evaluate("static_box", StaticBoxTracker, sequences),)))

@@ -93,3 +93,12 @@ def test_distillation_losses(fixtures, parity_dir):
     focal = focal_loss(s_out["score_map"], generate_heatmap(inputs["gt_boxes_xywh"], 128, 16).unsqueeze(1))
     total = 2 * giou + 5 * l1 + focal + 0.01 * disc + 0.01 * qkv
     assert total.item() == pytest.approx(status["Loss/total"], rel=RTOL)
+
+
+def test_gt_box_mask_marks_cells_inside_the_box():
+    from lib.train.distillation import box_mask
+
+    mask = box_mask(torch.tensor([[0.25, 0.5, 0.5, 0.25]]), (4, 4))[0, 0]
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[2, 1:3] = True  # cell centres 0.375/0.625 in x, 0.625 in y lie inside x 0.25-0.75, y 0.5-0.75
+    assert torch.equal(mask, expected)

@@ -147,3 +147,13 @@ def test_two_process_ddp_on_cpu(dataset, tmp_path):
     checkpoint = read_checkpoint(_checkpoint_dir(tmp_path / "out", "ddp") / "OSTrack_ep0001.pth.tar")
     assert checkpoint["trainer"]["iteration"] == 4  # 16 samples / (2 ranks x batch 2)
     assert not any(k.startswith("module.") for k in checkpoint["net"])
+
+
+def test_wandb_logging_works_offline(dataset, tmp_path):
+    cfg_path = tiny_training_yaml(tmp_path / "wb.yaml", dataset, epochs=1, samples=8)
+    env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
+    result = subprocess.run(_train_command(cfg_path, tmp_path / "out", "--use_wandb", "1"), capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
