@@ -35,9 +35,15 @@ LOSSY = [pytest.param("bf16", marks=NEEDS_BF16), pytest.param("bf16-autocast", m
 
 
 @pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    """ONNX back-ends set torch to one thread for the process; other tests must not inherit that."""
+def _one_torch_thread():
+    """One torch thread per test, restored afterwards (ONNX back-ends also set one for the process).
+
+    The networks here are tiny, and with two OpenMP threads on a machine shared with other jobs torch
+    became up to 50x slower (each barrier waits for a descheduled thread): one thread keeps the tests
+    fast under load.
+    """
     threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
 
@@ -145,6 +151,7 @@ def test_head_as_matmul_is_the_same_function(student):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold inductor compile on a loaded machine
 @NEEDS_BF16
 def test_bf16_compile_matches_eager(student):
     cfg, model = student
@@ -268,6 +275,7 @@ def fitted_student(student, couple):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the first one fits the network (~15 s quiet)
 @pytest.mark.parametrize("name", LOSSY)
 def test_lossy_backends_agree_frame_by_frame_on_couple(name, fitted_student, couple, cache_dir):
     """bf16 / int8 boxes vs eager fp32 with IoU >= 0.9 on every Couple frame, each tracked from eager's state."""
