@@ -2,6 +2,7 @@
 
     python tracking/profile_model.py --script ostrack --config vitb_256_mae_ce_32x4_ep300 [--device cpu|cuda]
         [--threads N] [--json OUT] [--opts TEST.SEARCH_SIZE=128 TEST.TEMPLATE_SIZE=64]
+        [--backend eager|bf16|bf16-autocast|bf16-compile|onnx|onnx-int8]
 
 Network latency: batch-1 forwards on random crops after warm-up, median (OSTrack's protocol times the
 same thing as a mean). Tracker FPS: ``track()`` on a generated clip, i.e. crop + normalise + network + Hann
@@ -35,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame_size", default="640x360", help="WxH of the generated frames for tracker FPS")
     parser.add_argument("--opts", nargs="*", default=[], help="config overrides KEY=VALUE")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--backend", default="eager",
+                        help="network back-end (lib/test/tracker/backends.py): eager, bf16, bf16-autocast, "
+                             "bf16-compile, onnx, onnx-int8; CPU only except eager")
     parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
 
@@ -55,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, overrides=args.opts, script=args.script)
-    tracker = OSTrackTracker.from_config(cfg, checkpoint=args.checkpoint, device=args.device)
+    options = {"threads": args.threads} if args.threads and args.backend != "eager" else None
+    torch.manual_seed(0)  # the same random weights every run: an ONNX back-end then re-uses its cached export
+    tracker = OSTrackTracker.from_config(cfg, checkpoint=args.checkpoint, device=args.device, backend=args.backend,
+                                         backend_options=options)
     model = tracker.model
     t_size, s_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
     template = torch.randn(1, 3, t_size, t_size)
@@ -68,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     mask = model.ce_template_mask(1, args.device)
     sync = args.device == "cuda"
 
+    network_fn = tracker.network_fn  # the eager model or the chosen back-end
+
     def network() -> None:
         with torch.no_grad():
-            model(template, search, ce_template_mask=mask)
+            network_fn(template, search, mask)
 
     net_timing = time_callable(network, args.warmup, args.iterations, synchronize=sync)
     frames, boxes = moving_square_clip(args.warmup + args.iterations + 1, size=(height, width))
@@ -95,15 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     overhead = statistics.median(outside)
     device_name = torch.cuda.get_device_name() if sync else platform.processor() or platform.machine()
     report = {
-        "config": args.config, "opts": args.opts, "template_size": t_size, "search_size": s_size,
-        "device": args.device, "device_name": device_name, "threads": torch.get_num_threads(),
+        "config": args.config, "opts": args.opts, "backend": args.backend, "template_size": t_size, "search_size": s_size,
+        "device": args.device, "device_name": device_name,
+        "threads": tracker.backend.threads if tracker.backend is not None else torch.get_num_threads(),
         "params_M": params / 1e6, "macs_published_G": macs_published / 1e9, "macs_exact_G": macs_exact / 1e9,
         "network_ms": net_timing.median_ms, "network_fps": net_timing.fps,
         "tracker_ms": tracker_timing.median_ms, "tracker_fps": tracker_timing.fps,
         "tracker_overhead_ms": overhead, "tracker_overhead_share": overhead / tracker_timing.median_ms,
         "torch": torch.__version__,
     }
-    print(f"{args.config} ({t_size}/{s_size}) on {args.device} [{device_name}, {report['threads']} threads]")
+    print(f"{args.config} ({t_size}/{s_size}) on {args.device} [{device_name}, {report['threads']} threads], "
+          f"back-end {args.backend}")
     print(f"  params {report['params_M']:.2f} M | MACs {report['macs_published_G']:.2f} G (published convention: "
           f"linear/conv/norm) | {report['macs_exact_G']:.2f} G exact (with attention)")
     print(f"  network  {net_timing.median_ms:8.2f} ms  ({net_timing.fps:6.1f} fps, median of {args.iterations})")

@@ -2,9 +2,13 @@
 
     python tracking/test.py ostrack vitb_256_mae_ce_32x4_ep300 --dataset lasot --threads 2 [--num_gpus 1]
         [--checkpoint PATH] [--device cpu|cuda] [--sequence NAME|INDEX] [--runid N]
+        [--backend eager|bf16|bf16-autocast|bf16-compile|onnx|onnx-int8]
 
 Results go to ``<save_dir>/test/tracking_results/<script>/<config>[_<runid>]/`` in the official raw format
 (``<seq>.txt`` boxes, ``<seq>_time.txt`` seconds); analyse them with ``tracking/analysis_results.py``.
+A back-end other than ``eager`` (fast CPU inference, lib/test/tracker/backends.py) stores its results as
+``<config>[_<runid>]_<backend>`` so they never mix with the fp32 ones; ONNX exports are cached under
+``<save_dir>/cache/onnx``.
 """
 from __future__ import annotations
 
@@ -33,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="weights (default: the TEST.EPOCH checkpoint of this config's training run)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--runid", type=int, default=None, help="store as <config>_<runid:03d>")
+    parser.add_argument("--backend", default="eager",
+                        help="network back-end: eager (fp32, default), bf16, bf16-autocast, bf16-compile, onnx, "
+                             "onnx-int8 (CPU only); results go to <config>_<backend>")
     parser.add_argument("--save_dir", default=None, help="output root (default: settings / LORETRACK_SAVE_DIR)")
     parser.add_argument("--opts", nargs="*", default=[], help="config overrides KEY=VALUE")
     parser.add_argument("--no_progress", action="store_true")
@@ -46,8 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     from lib.test.tracker.factory import TrackerFactory, default_checkpoint
     from lib.utils.paths import get_paths
 
+    from lib.test.tracker.backends import BACKENDS
+
     if args.threads < 0 or args.num_gpus < 0:
         raise UserError("--threads and --num_gpus must be >= 0")
+    if args.backend not in BACKENDS:
+        raise UserError(f"unknown --backend '{args.backend}'; choose one of {list(BACKENDS)}")
+    if args.backend != "eager" and (args.device == "cuda" or args.num_gpus):
+        raise UserError(f"--backend {args.backend} runs on the CPU only; use --backend eager on the GPU")
     if (args.device == "cuda" or args.num_gpus) and not torch.cuda.is_available():
         raise UserError("a GPU run was asked for (--device cuda / --num_gpus), but CUDA is not available; "
                         "use --device cpu")
@@ -56,13 +69,18 @@ def main(argv: list[str] | None = None) -> int:
     factory = TrackerFactory(args.config, args.script, args.checkpoint, tuple(args.opts))
     cfg = factory.load_config()  # fail early on a bad config, before any worker starts
     checkpoint = args.checkpoint or str(default_checkpoint(paths, args.script, config_name, cfg.TEST.EPOCH))
-    factory = TrackerFactory(args.config, args.script, checkpoint, tuple(args.opts))
-    factory(args.device)  # fail early on a checkpoint that does not fit the config
+    options = {}
+    if args.backend != "eager":
+        options = {"backend": args.backend, "backend_options": {"cache_dir": str(paths.save_dir / "cache" / "onnx")}}
+    factory = TrackerFactory(args.config, args.script, checkpoint, tuple(args.opts), tracker_options=options)
+    factory(args.device)  # fail early on a checkpoint that does not fit the config (and export ONNX once, here)
 
     sequences = get_dataset(args.dataset, paths=paths, root=args.dataset_root, sequences=args.sequences)
     if args.sequence is not None:
         sequences = [_select(sequences, args.sequence, args.dataset)]
     run_name = config_name if args.runid is None else f"{config_name}_{args.runid:03d}"
+    if args.backend != "eager":
+        run_name = f"{run_name}_{args.backend}"
     results_dir = paths.results_dir / args.script / run_name
     num_gpus = max(args.num_gpus, 1) if args.device == "cuda" else args.num_gpus
     report = run_dataset(factory, sequences, results_dir, threads=args.threads, num_gpus=num_gpus,

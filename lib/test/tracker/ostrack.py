@@ -52,12 +52,14 @@ class OSTrackTracker:
     def __init__(self, model: torch.nn.Module, template_size: int, template_factor: float, search_size: int,
                  search_factor: float, mean: Sequence[float] = (0.485, 0.456, 0.406),
                  std: Sequence[float] = (0.229, 0.224, 0.225), device: str | torch.device = "cpu",
-                 network_fn: NetworkFn | None = None) -> None:
+                 network_fn: NetworkFn | None = None, backend: str = "eager",
+                 backend_options: Mapping[str, Any] | None = None) -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.template_size, self.template_factor = template_size, template_factor
         self.search_size, self.search_factor = search_size, search_factor
-        self.network_fn = network_fn or self._eager_network
+        self.backend = self._build_backend(backend, backend_options, network_fn)
+        self.network_fn = network_fn or self.backend or self._eager_network
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.window = hann2d(model.search_feat_size).to(self.device)
@@ -81,6 +83,20 @@ class OSTrackTracker:
                 load_weights(model, checkpoint, strict=True)
         return cls(model, cfg.TEST.TEMPLATE_SIZE, cfg.TEST.TEMPLATE_FACTOR, cfg.TEST.SEARCH_SIZE,
                    cfg.TEST.SEARCH_FACTOR, cfg.DATA.MEAN, cfg.DATA.STD, device=device, **kwargs)
+
+    def _build_backend(self, name: str, options: Mapping[str, Any] | None, network_fn: NetworkFn | None):
+        """The named network back-end (lib.test.tracker.backends); None for plain eager without options."""
+        if network_fn is not None:
+            if name != "eager" or options:
+                raise ValueError("pass either network_fn or backend/backend_options, not both")
+            return None
+        if name == "eager" and not options:
+            return None
+        from lib.test.tracker.backends import BackendError, build_backend
+
+        if self.device.type != "cpu" and name != "eager":
+            raise BackendError(f"back-end '{name}' runs on the CPU only; use backend='eager' on {self.device}")
+        return build_backend(name, self.model, **dict(options or {}))
 
     def _eager_network(self, template: torch.Tensor, search: torch.Tensor,
                        ce_template_mask: torch.Tensor | None) -> Mapping[str, torch.Tensor]:

@@ -1,0 +1,313 @@
+"""Fast CPU back-ends (bf16, ONNX Runtime fp32 / int8): agreement with eager fp32, the ONNX cache, the tracker
+and the benchmark script. Tiny networks (the parity fixtures' architecture) keep this quick.
+
+Agreement on tracking: the fixture weights are barely trained (the tracker loses the target within a few
+frames; neighbouring score peaks differ by < 10 %), so any lossy arithmetic (bf16, int8) changes the argmax on
+some frame and the free-running trajectory parts from eager's for good. Lossless ONNX fp32 must follow eager
+frame by frame; the lossy back-ends are checked on a network fitted to the sequence (slow test), each frame
+tracked from the eager tracker's previous box.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lib.models import build_model, save_checkpoint
+from lib.test.analysis.metrics import box_iou
+from lib.test.tracker import OSTrackTracker
+from lib.test.tracker import backends as backends_module
+from lib.test.tracker.backends import BACKENDS, BackendError, OnnxBackend, build_backend, native_bf16_supported
+from lib.utils.paths import REPO_ROOT
+from tests.model_configs import main_config, student_config
+
+NEEDS_BF16 = pytest.mark.skipif(not native_bf16_supported(), reason="CPU without native bf16 (AVX-512 BF16 / AMX)")
+# Max |deviation| from eager on the maps (values: score/size in (0, 1), offsets ~ +-2 cells). Measured on the
+# tiny student: ONNX fp32 < 2e-6; bf16 <= 7e-3; int8 <= 1e-2. ViT-B 128/64 (random weights): bf16 6e-3,
+# int8 1.2e-2 (score), 4e-2 (offset).
+TOLERANCE = {"eager": (0, 0), "onnx": (1e-5, 1e-5), "bf16": (2e-2, 5e-2), "bf16-autocast": (2e-2, 5e-2),
+             "onnx-int8": (3e-2, 6e-2), "bf16-compile": (2e-2, 5e-2)}
+LOSSY = [pytest.param("bf16", marks=NEEDS_BF16), pytest.param("bf16-autocast", marks=NEEDS_BF16), "onnx-int8"]
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread per test, restored afterwards (ONNX back-ends also set one for the process).
+
+    The networks here are tiny, and with two OpenMP threads on a machine shared with other jobs torch
+    became up to 50x slower (each barrier waits for a descheduled thread): one thread keeps the tests
+    fast under load.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def student(parity_dir):
+    cfg = student_config()
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(parity_dir / "state_dict_student.pt", weights_only=True))
+    return cfg, model.eval()
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("onnx_cache")
+
+
+@pytest.fixture(scope="module")
+def couple(shared_data):
+    from lib.test.evaluation.datasets import get_dataset
+    from lib.utils.image import read_rgb
+
+    seq = get_dataset("otb", root=shared_data / "otb_mini_sequences", sequences=["Couple"])[0]
+    return [read_rgb(f) for f in seq.frames], seq.init_bbox, seq.ground_truth_rect
+
+
+def _inputs(cfg, seed):
+    gen = torch.Generator().manual_seed(seed)
+    t, s = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
+    return torch.randn(1, 3, t, t, generator=gen), torch.randn(1, 3, s, s, generator=gen)
+
+
+def _max_dev(backend, model, cfg, seeds=(0, 1, 2)):
+    dev = {"score_map": 0.0, "size_map": 0.0, "offset_map": 0.0}
+    mask = model.ce_template_mask(1, "cpu")
+    for seed in seeds:
+        template, search = _inputs(cfg, seed)
+        with torch.no_grad():
+            ref = model(template, search, ce_template_mask=mask)
+        out = backend(template, search, mask)
+        for name in dev:
+            assert out[name].dtype == torch.float32 and out[name].shape == ref[name].shape
+            dev[name] = max(dev[name], float((out[name] - ref[name]).abs().max()))
+    return dev
+
+
+def _track(tracker, frames, init_bbox, states=None):
+    """Boxes of a free run, or (``states``) of each frame tracked from the given previous boxes."""
+    boxes = [tracker.initialize(frames[0], {"init_bbox": init_bbox})["target_bbox"]]
+    for i, frame in enumerate(frames[1:]):
+        if states is not None:
+            tracker.state = list(states[i])
+        boxes.append(tracker.track(frame)["target_bbox"])
+    return np.asarray(boxes)
+
+
+# ------------------------------------------------------------------------------------------ network outputs
+
+@pytest.mark.parametrize("name", ["eager", "onnx", *LOSSY])
+def test_backend_maps_match_eager(name, student, cache_dir):
+    cfg, model = student
+    backend = build_backend(name, model, cache_dir=cache_dir)
+    map_tol, offset_tol = TOLERANCE[name]
+    dev = _max_dev(backend, model, cfg)
+    assert dev["score_map"] <= map_tol and dev["size_map"] <= map_tol, dev
+    assert dev["offset_map"] <= offset_tol, dev
+    boxes = backend(*_inputs(cfg, 0))["pred_boxes"]
+    assert boxes.shape == (1, 1, 4) and torch.isfinite(boxes).all()
+
+
+def test_ce_network_exports_exactly(parity_dir, cache_dir):
+    """Candidate elimination (TopK + gathers, a template-mask input) exports without losing anything."""
+    cfg = main_config(ce=True)
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(parity_dir / "state_dict_main.pt", weights_only=True))
+    model.eval()
+    backend = build_backend("onnx", model, cache_dir=cache_dir)
+    assert "ce_template_mask" in backend.input_names
+    assert max(_max_dev(backend, model, cfg, seeds=(0, 1)).values()) < 1e-5
+    template, search = _inputs(cfg, 3)
+    other_mask = torch.zeros(1, model.backbone.num_template_tokens, dtype=torch.bool)
+    other_mask[0, :10] = True  # e.g. a GT_BOX mask: the mask is an input, not baked into the graph
+    with torch.no_grad():
+        ref = model(template, search, ce_template_mask=other_mask)
+    got = backend(template, search, other_mask)
+    assert float((got["score_map"] - ref["score_map"]).abs().max()) < 1e-5
+    with pytest.raises(ValueError, match="template mask"):
+        backend(template, search, None)
+    for name in ("onnx-int8", *(["bf16"] if native_bf16_supported() else [])):  # lossy CE: kept tokens may differ
+        out = build_backend(name, model, cache_dir=cache_dir)(template, search, other_mask)
+        assert out["score_map"].shape == ref["score_map"].shape and torch.isfinite(out["offset_map"]).all()
+
+
+def test_head_as_matmul_is_the_same_function(student):
+    """The int8 export's head rewrite (3x3 convs + batch norm -> one MatMul on shifted tokens) changes nothing."""
+    cfg, model = student
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # real statistics to fold
+    template, search = _inputs(cfg, 5)
+    with torch.no_grad():
+        ref = backends_module._MapsOnly(model, False)(template, search)
+        got = backends_module._MapsOnlyMatMulHead(model, False)(template, search)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a cold inductor compile on a loaded machine
+@NEEDS_BF16
+def test_bf16_compile_matches_eager(student):
+    cfg, model = student
+    backend = build_backend("bf16-compile", model)
+    dev = _max_dev(backend, model, cfg)
+    assert dev["score_map"] <= TOLERANCE["bf16-compile"][0] and dev["offset_map"] <= TOLERANCE["bf16-compile"][1]
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+def test_unknown_backend_is_a_clear_error(student):
+    cfg, model = student
+    with pytest.raises(BackendError, match=r"unknown network back-end 'tensorrt'.*onnx-int8"):
+        build_backend("tensorrt", model)
+    with pytest.raises(BackendError, match="unknown network back-end 'fp8'"):
+        OSTrackTracker.from_config(cfg, model=model, backend="fp8")
+    with pytest.raises(BackendError, match="spinning"):
+        build_backend("onnx", model, spinning="sometimes")
+    with pytest.raises(BackendError, match="unexpected keyword"):
+        build_backend("onnx", model, thread=2)
+    assert set(BACKENDS) >= {"eager", "bf16", "onnx", "onnx-int8"}
+
+
+def test_bf16_without_native_support_is_refused(student, monkeypatch):
+    monkeypatch.setattr(backends_module, "native_bf16_supported", lambda: False)
+    with pytest.raises(BackendError, match="native bfloat16.*onnx-int8"):
+        build_backend("bf16", student[1])
+
+
+# ------------------------------------------------------------------------------------------ ONNX cache
+
+def test_onnx_cache_is_reused_and_damaged_entries_rebuilt(student, tmp_path):
+    cfg, model = student
+    first = OnnxBackend(model, cache_dir=tmp_path)
+    assert not first.cache_hit and first.cache.builds == 1
+    mtime = first.path.stat().st_mtime_ns
+    second = OnnxBackend(model, cache_dir=tmp_path)
+    assert second.cache_hit and second.cache.builds == 0 and second.path == first.path
+    assert first.path.stat().st_mtime_ns == mtime  # not exported again
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary file may be left behind"
+
+    first.path.write_bytes(first.path.read_bytes()[:1000])  # a half-written / damaged file
+    third = OnnxBackend(model, cache_dir=tmp_path)
+    assert not third.cache_hit and third.cache.builds == 1
+    assert _max_dev(third, model, cfg, seeds=(0,))["score_map"] < 1e-5
+
+    first.path.with_suffix(".json").unlink()  # the side file is missing: the entry does not count
+    assert not OnnxBackend(model, cache_dir=tmp_path).cache_hit
+
+    int8 = OnnxBackend(model, int8=True, cache_dir=tmp_path)
+    again = OnnxBackend(model, int8=True, cache_dir=tmp_path)
+    assert not int8.cache_hit and again.cache_hit and again.path != first.path
+
+    other = build_model(cfg).eval()  # other weights -> another entry
+    assert OnnxBackend(other, cache_dir=tmp_path).path != first.path
+
+
+# ------------------------------------------------------------------------------------------ tracker
+
+def test_tracker_with_onnx_follows_eager_on_couple(student, couple, cache_dir, tmp_path):
+    """Free-running, frame by frame, on all 140 frames of the real OTB sequence Couple."""
+    from lib.test.tracker.factory import TrackerFactory
+
+    cfg, model = student
+    frames, init_bbox, _ = couple
+    eager = _track(OSTrackTracker.from_config(cfg, model=model), frames, init_bbox)
+    (tmp_path / "student.yaml").write_text(cfg.to_yaml())
+    checkpoint = save_checkpoint(tmp_path / "student.pth.tar", model, epoch=1)
+    factory = TrackerFactory(str(tmp_path / "student.yaml"), "ostrack", str(checkpoint), tracker_options={
+        "backend": "onnx", "backend_options": {"cache_dir": str(cache_dir), "threads": 1}})
+    tracker = factory()
+    assert tracker.backend.name == "onnx" and tracker.network_fn is tracker.backend
+    fast = _track(tracker, frames, init_bbox)
+    iou = box_iou(fast, eager)
+    assert iou.min() >= 0.9, iou
+    np.testing.assert_allclose(fast, eager, atol=1e-2)
+
+
+@pytest.fixture(scope="module")
+def fitted_student(student, couple):
+    """The student fitted to Couple in a few hundred steps, so that it tracks it with clear score peaks."""
+    from lib.train.losses import box_losses, focal_loss, generate_heatmap
+    from lib.utils.crop import box_to_crop, sample_target
+
+    cfg, base = student
+    frames, _, gt = couple
+    model = build_model(cfg)
+    model.load_state_dict(base.state_dict())
+    mean, std = torch.tensor(cfg.DATA.MEAN).view(3, 1, 1), torch.tensor(cfg.DATA.STD).view(3, 1, 1)
+
+    def norm(image):
+        return (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - mean) / std
+
+    rng = np.random.default_rng(0)
+    template = norm(sample_target(frames[0], gt[0].tolist(), 2.0, cfg.TEST.TEMPLATE_SIZE).image)
+    searches, boxes = [], []
+    for _ in range(256):
+        f = int(rng.integers(len(frames)))
+        box = gt[f]
+        centre = box[:2] + box[2:] / 2 + rng.normal(0, 0.6, 2) * np.sqrt(box[2] * box[3])
+        wh = box[2:] * np.exp(rng.normal(0, 0.2))
+        extract = np.concatenate([centre - wh / 2, wh])
+        crop = sample_target(frames[f], extract.tolist(), cfg.TEST.SEARCH_FACTOR, cfg.TEST.SEARCH_SIZE)
+        searches.append(norm(crop.image))
+        boxes.append(box_to_crop(torch.tensor(box).float(), torch.tensor(extract).float(), crop.resize_factor,
+                                 cfg.TEST.SEARCH_SIZE, normalize=True))
+    searches, boxes = torch.stack(searches), torch.stack(boxes)
+    torch.manual_seed(0)
+    model.train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=5e-4)
+    for _ in range(300):
+        idx = torch.randint(0, len(searches), (16,))
+        out = model(template.expand(16, -1, -1, -1), searches[idx])
+        heatmap = generate_heatmap(boxes[idx], cfg.TEST.SEARCH_SIZE, 16).unsqueeze(1)
+        giou, l1, _ = box_losses(out["pred_boxes"], boxes[idx])
+        loss = focal_loss(out["score_map"], heatmap) + 2 * giou + 5 * l1
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return cfg, model.eval()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # the first one fits the network (~15 s quiet)
+@pytest.mark.parametrize("name", LOSSY)
+def test_lossy_backends_agree_frame_by_frame_on_couple(name, fitted_student, couple, cache_dir):
+    """bf16 / int8 boxes vs eager fp32 with IoU >= 0.9 on every Couple frame, each tracked from eager's state."""
+    cfg, model = fitted_student
+    frames, init_bbox, _ = couple
+    eager = _track(OSTrackTracker.from_config(cfg, model=model), frames, init_bbox)
+    tracker = OSTrackTracker.from_config(cfg, model=model, backend=name, backend_options={"cache_dir": cache_dir})
+    fast = _track(tracker, frames, init_bbox, states=eager[:-1])
+    iou = box_iou(fast[1:], eager[1:])
+    assert iou.min() >= 0.9, (iou.min(), np.argmin(iou))
+
+
+# ------------------------------------------------------------------------------------------ benchmark script
+
+def test_benchmark_script_reports_ratios(student, tmp_path, cache_dir, shared_data, monkeypatch, capsys):
+    cfg, model = student
+    (tmp_path / "student.yaml").write_text(cfg.to_yaml())
+    checkpoint = save_checkpoint(tmp_path / "student.pth.tar", model, epoch=1)
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
+    sys.modules.pop("benchmark_fast_tracker", None)
+    script = importlib.import_module("benchmark_fast_tracker")
+    out = tmp_path / "bench.json"
+    code = script.main(["--config", str(tmp_path / "student.yaml"), "--checkpoint", str(checkpoint),
+                        "--backends", "eager", "onnx", "--threads", "1", "--warmup", "1", "--iterations", "3",
+                        "--otb_root", str(shared_data / "otb_mini_sequences"), "--sequences", "Couple", "Crossing",
+                        "--max_frames", "12", "--cache_dir", str(cache_dir), "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["eager_network_ms"] > 0 and report["sequences"] == {"Couple": 12, "Crossing": 12}
+    onnx = report["backends"]["onnx"]
+    assert onnx["network_ratio"] > 0 and onnx["e2e_ratio"] > 0 and onnx["tracker"]["frames"] == 22
+    assert onnx["agreement"]["iou_min"] >= 0.9 and onnx["agreement_same_state"]["iou_min"] >= 0.9
+    assert onnx["deviation"]["score_map"]["abs"] < 1e-5
+    text = capsys.readouterr().out
+    assert "e2e x" in text and "target 3.0x end to end" in text
