@@ -162,7 +162,7 @@ class Demo:
         table = format_table("embedded test", rows, columns)
         outputs = {"plots": self.root / "plots"}
         plot_scores(scores, outputs["plots"], "embedded test", kinds=("success",))
-        seed_summary = self._per_seed(sequences, specs, analyse)
+        seed_summary = self._per_seed(sequences, specs)
         result = DemoResult(table, rows, seed_summary, outputs)
         outputs["video"] = self._video(sequences[0], specs)
         outputs["json"] = self.root / "demo_results.json"
@@ -171,9 +171,9 @@ class Demo:
                                                        "seconds": result.seconds}, indent=2, default=str))
         return result
 
-    def _per_seed(self, sequences, specs, analyse) -> dict[str, dict[str, float]]:
+    def _per_seed(self, sequences, specs) -> dict[str, dict[str, float]]:
         """AUC of every seed separately, with mean and standard deviation (students only)."""
-        from lib.test.analysis.results import TrackerSpec
+        from lib.test.analysis.results import TrackerSpec, analyse
 
         summary = {}
         for spec in specs:

@@ -37,9 +37,12 @@ def _checkpoint_dir(save_dir: Path, name: str) -> Path:
     return save_dir / "checkpoints" / "train" / "ostrack" / name
 
 
-def test_training_writes_checkpoints_logs_and_validates(dataset, tmp_path):
+def test_training_writes_checkpoints_logs_and_validates(dataset, tmp_path, caplog):
     cfg_path = tiny_training_yaml(tmp_path / "tiny.yaml", dataset, epochs=2, val_root=dataset)
-    trainer = _run(cfg_path, tmp_path / "out")
+    with caplog.at_level(logging.INFO, logger="lib.train.hooks"):
+        trainer = _run(cfg_path, tmp_path / "out")
+    # without a progress bar every PRINT_INTERVAL (1) steps gets a log line, as on a cluster
+    assert "epoch 1 step 4/4: loss" in caplog.text and "epoch 2 step 1/4: loss" in caplog.text
     folder = _checkpoint_dir(tmp_path / "out", "tiny")
     assert sorted(p.name for p in folder.iterdir()) == ["OSTrack_ep0001.pth.tar", "OSTrack_ep0002.pth.tar"]
     checkpoint = read_checkpoint(folder / "OSTrack_ep0002.pth.tar")

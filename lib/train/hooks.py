@@ -4,13 +4,14 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 
 from lib.models.weights import save_checkpoint
-from lib.train.trainer import HookBase
+from lib.train.trainer import HookBase, move_to_device
 
 log = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^(?P<net>\w+)_ep(?P<epoch>\d{4,})\.pth\.tar$")
@@ -88,6 +89,8 @@ class LoggingHook(HookBase):
 
     def before_epoch(self) -> None:
         self.epoch_lrs = [group["lr"] for group in self.trainer.optimizer.param_groups]  # the LRs this epoch uses
+        self.epoch_start = time.perf_counter()
+        self.epoch_first_iteration = self.trainer.iteration
         if self.progress:
             from tqdm import tqdm
 
@@ -99,6 +102,13 @@ class LoggingHook(HookBase):
             self.bar.update(1)
             if self.trainer.iteration % self.print_interval == 0:
                 self.bar.set_postfix(loss=f"{status['Loss/total']:.3f}", iou=f"{status.get('IoU', 0):.3f}")
+        elif self.is_main and self.trainer.iteration % self.print_interval == 0:
+            # without a bar (cluster logs, --no_progress) a line every PRINT_INTERVAL steps, as detectron2 does
+            elapsed = time.perf_counter() - self.epoch_start
+            steps = self.trainer.iteration - self.epoch_first_iteration
+            total = f"/{self.steps_per_epoch}" if self.steps_per_epoch else ""
+            log.info("epoch %d step %d%s: loss %.4f, IoU %.4f, %.2f s/step", self.trainer.current_epoch, steps,
+                     total, status["Loss/total"], status.get("IoU", float("nan")), elapsed / max(steps, 1))
         if self.writer is not None:
             for key, value in status.items():
                 self.writer.add_scalar(f"train_step/{key}", value, self.trainer.iteration)
@@ -145,7 +155,6 @@ class ValidationHook(HookBase):
         trainer = self.trainer
         if trainer.epoch % self.period and trainer.epoch != trainer.max_epoch:
             return
-        from lib.train.trainer import move_to_device
 
         for obj in (getattr(self.loader, "sampler", None), getattr(self.loader, "dataset", None)):
             if hasattr(obj, "set_epoch"):
