@@ -43,7 +43,7 @@ class DemoSettings:
     benchmark_seed: int = 0
     num_train: int = 40
     num_val: int = 10
-    num_test: int = 10
+    num_test: int = 30
     frames: tuple[int, int] = (40, 80)
     frame_size: tuple[int, int] = (320, 240)
     epochs: int | None = None  # None: the configs' TRAIN.EPOCH
@@ -66,7 +66,7 @@ def _stage_overrides(settings: DemoSettings, benchmark: Path, seed: int) -> list
     overrides = [f"DATA.TRAIN.DATASETS_NAME=['CUSTOM:{benchmark / 'train'}']", f"TRAIN.SEED={seed}"]
     if settings.epochs:
         overrides += [f"TRAIN.EPOCH={settings.epochs}", f"TEST.EPOCH={settings.epochs}",
-                      f"TRAIN.LR_DROP_EPOCH={max(1, 5 * settings.epochs // 6)}"]
+                      f"TRAIN.LR_DROP_EPOCH={max(1, 4 * settings.epochs // 5)}"]
     if settings.samples_per_epoch:
         overrides.append(f"DATA.TRAIN.SAMPLE_PER_EPOCH={settings.samples_per_epoch}")
     return overrides

@@ -266,6 +266,23 @@ def test_custom_folder_dataset(tmp_path, caplog):
     assert CustomFolder(tmp_path).sequence_names == ["walk"]
 
 
+def test_frame_cache_returns_identical_copies_within_its_budget(tmp_path):
+    from lib.train.data.frame_cache import FrameCache
+
+    make_custom(tmp_path)
+    plain, cached = build_dataset(f"CUSTOM:{tmp_path}"), build_dataset(f"CUSTOM:{tmp_path}")
+    frame_bytes = plain.get_frames(1, [0])[0][0].nbytes
+    cached.frame_cache = FrameCache(3 * frame_bytes)  # room for three frames
+    for ids in ([0, 5], [0, 5], [1, 2, 3], [0]):
+        got, want = cached.get_frames(1, ids)[0], plain.get_frames(1, ids)[0]
+        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+    assert cached.frame_cache.hits == 2 and len(cached.frame_cache) == 3
+    assert cached.frame_cache.bytes <= 3 * frame_bytes
+    first = cached.get_frames(1, [3])[0][0]
+    first[:] = 0  # augmentation works in place: the cached frame must not change
+    assert np.array_equal(cached.get_frames(1, [3])[0][0], plain.get_frames(1, [3])[0][0])
+
+
 def test_lmdb_round_trip_gives_identical_frames_and_annotations(tmp_path):
     make_got10k(tmp_path / "got10k")
     result = subprocess.run([sys.executable, str(PACK_SCRIPT), "--src", str(tmp_path / "got10k"), "--dst",

@@ -74,6 +74,8 @@ def default_config_dict() -> dict[str, Any]:
             "MEAN": [0.485, 0.456, 0.406],
             "STD": [0.229, 0.224, 0.225],
             "MAX_SAMPLE_INTERVAL": 200,
+            # LoReTrack addition: decoded frames kept in memory per data process (0: off); pays on small datasets
+            "FRAME_CACHE_MB": 0,
             "TRAIN": {
                 "DATASETS_NAME": ["LASOT", "GOT10K_vottrain"],
                 "DATASETS_RATIO": [1, 1],

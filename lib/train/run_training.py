@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from lib.config import Config, load_config
 from lib.models import build_model, load_weights, read_checkpoint
 from lib.train.actor import TrackingActor, TrainingDivergedError
+from lib.train.data.frame_cache import FrameCache
 from lib.train.data.processing import CropSettings, PairProcessing
 from lib.train.data.sampler import TrackingSampler, collate_pairs
 from lib.train.hooks import CheckpointHook, LoggingHook, ValidationHook, latest_checkpoint
@@ -77,6 +78,10 @@ def build_sampler(cfg: Config, split: str, paths: Paths, seed: int) -> TrackingS
 
     section = cfg.DATA[split]
     datasets = [build_dataset(name, paths=paths) for name in section.DATASETS_NAME]
+    if cfg.DATA.FRAME_CACHE_MB > 0:
+        cache = FrameCache(int(cfg.DATA.FRAME_CACHE_MB * 2 ** 20))  # one budget shared by all datasets
+        for dataset in datasets:
+            dataset.frame_cache = cache
     template, search = crop_settings(cfg)
     processing = PairProcessing(template, search, cfg.DATA.MEAN, cfg.DATA.STD, stride=cfg.MODEL.BACKBONE.STRIDE,
                                 train=split == "TRAIN")

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MIN_SEQUENCE_LENGTH = 20
 MAX_CONSECUTIVE_FAILURES = 1000
+MAX_CACHED_SEQUENCE_INFOS = 20_000
 
 
 def sample_seed(base_seed: int, epoch: int, index: int) -> int:
@@ -49,6 +50,7 @@ class TrackingSampler(Dataset):
         self.seed = seed
         self.epoch = 0
         self.corrupt_errors = corrupt_errors
+        self._info_cache: dict[tuple[int, int], dict[str, Any]] = {}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -92,13 +94,24 @@ class TrackingSampler(Dataset):
         is_video = dataset.is_video_sequence()
         for _ in range(MAX_CONSECUTIVE_FAILURES):
             seq_id = choices.randint(0, dataset.get_num_sequences() - 1)
-            info = dataset.get_sequence_info(seq_id)
+            info = self._sequence_info(dataset, seq_id)
             visible = info["visible"]
             if not is_video or (int(visible.sum()) > 4 and len(visible) >= MIN_SEQUENCE_LENGTH):
                 return seq_id, info
             skipped["sequence too short or mostly invisible"] += 1
         raise UserError(f"dataset {dataset.get_name()} has no usable sequence (needs >= {MIN_SEQUENCE_LENGTH} "
                         "frames with more than 4 visible, non-empty boxes)")
+
+    def _sequence_info(self, dataset: Any, seq_id: int) -> dict[str, Any]:
+        """Annotations are re-read for every draw otherwise (a text file parse per pair); they do not change
+        during training. Bounded so that TrackingNet-sized datasets cannot grow it without limit."""
+        key = (id(dataset), seq_id)
+        info = self._info_cache.get(key)
+        if info is None:
+            if len(self._info_cache) >= MAX_CACHED_SEQUENCE_INFOS:
+                self._info_cache.clear()
+            info = self._info_cache[key] = dataset.get_sequence_info(seq_id)
+        return info
 
     def _sample_frames(self, dataset: Any, visible: torch.Tensor, choices: random.Random
                        ) -> tuple[int, int] | None:

@@ -73,6 +73,8 @@ class TrackingDataset:
         #: reason -> names of the sequences left out when the dataset was opened
         self.skipped: dict[str, list[str]] = {}
         self._class_list: list[str] | None = None
+        #: decoded frames shared across draws (``DATA.FRAME_CACHE_MB``); None reads every frame from storage
+        self.frame_cache: Any | None = None
 
     # ----------------------------------------------------------------------------------------- sequences
     def get_name(self) -> str:
@@ -120,10 +122,15 @@ class TrackingDataset:
             if frame_id in decoded:
                 frames.append(decoded[frame_id].copy())
             else:
-                decoded[frame_id] = self.storage.read_image(self.frame_path(seq_id, frame_id))
+                decoded[frame_id] = self._read_frame(self.frame_path(seq_id, frame_id))
                 frames.append(decoded[frame_id])
         anno_frames = {key: [value[f].clone() for f in frame_ids] for key, value in anno.items()}
         return frames, anno_frames, self.get_meta(seq_id)
+
+    def _read_frame(self, relpath: str) -> np.ndarray:
+        if self.frame_cache is None:
+            return self.storage.read_image(relpath)
+        return self.frame_cache.get((self.storage.describe(), relpath), lambda: self.storage.read_image(relpath))
 
     def get_meta(self, seq_id: int) -> dict[str, Any]:
         return {"object_class_name": self.get_class_name(seq_id), "motion_class": None, "major_class": None,
