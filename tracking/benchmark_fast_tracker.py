@@ -186,7 +186,7 @@ def map_deviation(backend: Any, reference: list[dict], inputs: list[tuple]) -> d
 
 
 def run_benchmark(cfg: Any, model: Any, backends: Sequence[str], sequences: list[dict[str, Any]], threads: int,
-                  warmup: int = 5, iterations: int = 30, backend_options: dict[str, Any] | None = None,
+                  warmup: int = 20, iterations: int = 30, backend_options: dict[str, Any] | None = None,
                   log=print) -> dict[str, Any]:
     import torch
 
@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", nargs="+", default=DEFAULT_BACKENDS)
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for every back-end (default: all cores of this machine)")
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=20,
+                        help="untimed calls before each timing (a fresh ONNX Runtime session needs ~20)")
     parser.add_argument("--iterations", type=int, default=30, help="timed network calls per back-end")
     parser.add_argument("--otb_root", default=None, help="OTB-layout folder (default: ../shared/data/otb_mini_sequences)")
     parser.add_argument("--sequences", nargs="*", default=DEFAULT_SEQUENCES,
