@@ -309,5 +309,9 @@ def test_benchmark_script_reports_ratios(student, tmp_path, cache_dir, shared_da
     assert onnx["network_ratio"] > 0 and onnx["e2e_ratio"] > 0 and onnx["tracker"]["frames"] == 22
     assert onnx["agreement"]["iou_min"] >= 0.9 and onnx["agreement_same_state"]["iou_min"] >= 0.9
     assert onnx["deviation"]["score_map"]["abs"] < 1e-5
+    # ONNX fp32 follows eager's trajectory, so it scores the same against the ground truth
+    assert set(onnx["vs_ground_truth"]) == {"Couple", "Crossing"}
+    for name, value in report["backends"]["eager"]["vs_ground_truth"].items():
+        assert 0.0 <= value <= 1.0 and abs(onnx["vs_ground_truth"][name] - value) < 1e-3
     text = capsys.readouterr().out
     assert "e2e x" in text and "target 3.0x end to end" in text
