@@ -160,3 +160,27 @@ def test_wandb_logging_works_offline(dataset, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_loader_workers_follow_the_epoch(dataset, tmp_path, num_workers):
+    """Persistent worker processes hold their own copy of the sampler: the epoch set in the main process
+    must still reach them, or every epoch repeats the first one's pairs."""
+    cfg = load_config(tiny_training_yaml(tmp_path / "tiny.yaml", dataset, samples=8, batch=4))
+    paths = get_paths(save_dir=tmp_path)
+
+    def epochs_of_batches(workers: int) -> list[list[torch.Tensor]]:
+        sampler = run_training.build_sampler(cfg, "TRAIN", paths, seed=7)
+        loader = run_training.build_loader(sampler, 4, workers, run_training.RunContext())
+        result = []
+        for epoch in (1, 2, 3):
+            sampler.set_epoch(epoch)
+            result.append([batch["search_images"].clone() for batch in loader])
+        return result
+
+    in_process, in_workers = epochs_of_batches(0), epochs_of_batches(num_workers)
+    for epoch, (expected, got) in enumerate(zip(in_process, in_workers), start=1):
+        assert len(expected) == len(got) == 2
+        for a, b in zip(expected, got):
+            assert torch.equal(a, b), f"epoch {epoch}: workers drew different pairs than the main process"
+    assert not torch.equal(in_process[0][0], in_process[1][0]), "epochs 1 and 2 drew the same pairs"

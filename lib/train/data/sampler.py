@@ -48,12 +48,18 @@ class TrackingSampler(Dataset):
         self.max_gap = max_gap
         self.processing = processing
         self.seed = seed
-        self.epoch = 0
+        # in shared memory: persistent DataLoader workers keep their own copy of this object, and a plain
+        # attribute set in the main process would never reach them (every epoch would repeat the first)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.corrupt_errors = corrupt_errors
         self._info_cache: dict[tuple[int, int], dict[str, Any]] = {}
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self._epoch.fill_(epoch)
 
     def __len__(self) -> int:
         return self.samples_per_epoch
