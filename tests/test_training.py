@@ -184,3 +184,15 @@ def test_loader_workers_follow_the_epoch(dataset, tmp_path, num_workers):
         for a, b in zip(expected, got):
             assert torch.equal(a, b), f"epoch {epoch}: workers drew different pairs than the main process"
     assert not torch.equal(in_process[0][0], in_process[1][0]), "epochs 1 and 2 drew the same pairs"
+
+
+def test_number_of_loader_workers_does_not_change_the_trained_weights(dataset, tmp_path):
+    cfg_path = tiny_training_yaml(tmp_path / "tiny.yaml", dataset, epochs=3, samples=16, batch=4)
+    weights = []
+    for workers in (0, 1):
+        save_dir = tmp_path / f"workers{workers}"
+        _run(cfg_path, save_dir, num_workers=workers)
+        weights.append(read_checkpoint(latest_checkpoint(_checkpoint_dir(save_dir, "tiny")))["net"])
+    assert weights[0].keys() == weights[1].keys()
+    differing = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
+    assert not differing, f"NUM_WORKER 0 and 1 trained different weights: {differing[:3]}"

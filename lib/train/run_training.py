@@ -96,9 +96,11 @@ def build_loader(sampler: TrackingSampler, batch_size: int, num_workers: int, co
     if len(sampler) < batch_size * context.world_size:
         raise ConfigError(f"SAMPLE_PER_EPOCH ({len(sampler)}) is smaller than one batch on every process "
                           f"({batch_size} x {context.world_size})")
+    # its own generator: a DataLoader otherwise draws from the global RNG, once per epoch in-process but once
+    # per run with persistent workers, which would shift drop-path noise and make NUM_WORKER change the result
     return DataLoader(sampler, batch_size=batch_size, sampler=index_sampler, shuffle=False, drop_last=True,
                       num_workers=num_workers, collate_fn=collate_pairs, persistent_workers=num_workers > 0,
-                      pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available(), generator=torch.Generator().manual_seed(sampler.seed))
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module, extra: torch.nn.Module | None = None
