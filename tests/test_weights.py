@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import sys
 import textwrap
 
@@ -154,9 +155,16 @@ def test_missing_and_corrupt_files_are_clear_errors(tmp_path):
     model = build_model(student_config())
     with pytest.raises(WeightsError, match="not found"):
         load_weights(model, tmp_path / "nope.pth.tar")
-    (tmp_path / "garbage.pth").write_bytes(os.urandom(256))
+    # Random bytes break the unpickler in many ways (IndexError for seed 2, KeyError for seed 20, ...):
+    # every one of them must come out as the same clear error.
+    for seed in range(40):
+        (tmp_path / "garbage.pth").write_bytes(random.Random(seed).randbytes(256))
+        with pytest.raises(WeightsError, match="cannot read weight file"):
+            load_weights(model, tmp_path / "garbage.pth")
+    good = save_checkpoint(tmp_path / "good.pth.tar", model)
+    (tmp_path / "truncated.pth.tar").write_bytes(good.read_bytes()[:1000])
     with pytest.raises(WeightsError, match="cannot read weight file"):
-        load_weights(model, tmp_path / "garbage.pth")
+        load_weights(model, tmp_path / "truncated.pth.tar")
 
 
 def load_config_with(**backbone):

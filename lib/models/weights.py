@@ -90,7 +90,7 @@ def read_checkpoint(path: str | Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         pass  # an official training checkpoint with project classes: read it the restricted way below
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # random or truncated bytes fail in many ways (KeyError, IndexError, EOFError, ...)
         raise WeightsError(f"cannot read weight file {path}: {err.__class__.__name__}: {str(err)[:200]}; "
                            "is it a PyTorch checkpoint?") from None
     try:
