@@ -313,5 +313,10 @@ def test_benchmark_script_reports_ratios(student, tmp_path, cache_dir, shared_da
     assert set(onnx["vs_ground_truth"]) == {"Couple", "Crossing"}
     for name, value in report["backends"]["eager"]["vs_ground_truth"].items():
         assert 0.0 <= value <= 1.0 and abs(onnx["vs_ground_truth"][name] - value) < 1e-3
+    # the control row: eager plus noise of the stated size, tracked like a back-end but never the "best"
+    control = report["backends"]["fp32+noise"]
+    assert control["info"]["noise_relative_sigma"] == 2.5e-4 and control["tracker"]["frames"] == 22
+    assert 0 < max(d["rel"] for d in control["deviation"].values()) < 2e-3
+    assert report["best"][0] == "onnx"
     text = capsys.readouterr().out
-    assert "e2e x" in text and "target 3.0x end to end" in text
+    assert "e2e x" in text and "target 3.0x end to end" in text and "fp32+noise" in text

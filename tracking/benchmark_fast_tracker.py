@@ -10,6 +10,9 @@ window + decode; frames decoded beforehand, as the evaluation harness excludes i
 over the eager network alone, the deviation of its score/size/offset maps from eager on fixed inputs, and
 the per-frame IoU of its tracked boxes against the eager fp32 tracker. The 1-minute load average is
 recorded with every timing: on a shared machine the numbers are only as good as the load allows.
+A last control row, ``fp32+noise``, tracks with eager fp32 plus seeded noise on its maps (``--control_noise``,
+default sigma 2.5e-4 of each map's max, i.e. about 1e-3 at most: below every fast mode's deviation); its
+free-running IoU against eager shows how much of the fast modes' drift the model's own sensitivity explains.
 Without ``--checkpoint`` the network has random weights (timing is unaffected; agreement is then only
 indicative, since untrained score maps have many near-equal peaks).
 """
@@ -32,6 +35,7 @@ from lib.utils.errors import UserError
 DEFAULT_BACKENDS = ["eager", "bf16", "onnx", "onnx-int8", "bf16-compile"]
 DEFAULT_SEQUENCES = ["Couple", "Crossing", "Football1"]
 TARGET_RATIO = 3.0
+CONTROL_NAME = "fp32+noise"  # the PerturbedEager control row
 WARMUP_CALLS = 20  # a fresh ONNX Runtime session runs ~40 % slower for its first ~20 calls
 
 
@@ -187,9 +191,39 @@ def map_deviation(backend: Any, reference: list[dict], inputs: list[tuple]) -> d
     return result
 
 
+class PerturbedEager:
+    """Control, not a back-end: eager fp32 with seeded noise added to its maps.
+
+    The noise is ``relative * max|map| * N(0, 1)`` per element, fixed by ``seed``. Tracking with it shows how
+    far the free-running tracker drifts from eager under a perturbation of known size that owes nothing to
+    bf16 or int8 arithmetic: if tiny noise already splits the trajectories, the model is what is sensitive.
+    """
+
+    def __init__(self, model: Any, relative: float, seed: int = 0) -> None:
+        import torch
+
+        self.model, self.relative = model.eval(), relative
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, template, search, ce_template_mask=None):
+        import torch
+
+        with torch.no_grad():
+            out = self.model(template, search, ce_template_mask=ce_template_mask)
+        noisy = {}
+        for name in ("score_map", "size_map", "offset_map"):
+            clean = out[name].float()
+            noise = torch.randn(clean.shape, generator=self.generator)
+            noisy[name] = clean + self.relative * clean.abs().max() * noise
+        return noisy
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": CONTROL_NAME, "noise_relative_sigma": self.relative}
+
+
 def run_benchmark(cfg: Any, model: Any, backends: Sequence[str], sequences: list[dict[str, Any]], threads: int,
                   warmup: int = WARMUP_CALLS, iterations: int = 30, backend_options: dict[str, Any] | None = None,
-                  log=print) -> dict[str, Any]:
+                  control_noise: float = 0.0, log=print) -> dict[str, Any]:
     import torch
 
     from lib.test.tracker.backends import BackendError, build_backend
@@ -227,13 +261,19 @@ def run_benchmark(cfg: Any, model: Any, backends: Sequence[str], sequences: list
         names.insert(0, "eager")
     else:
         names.insert(0, "eager")
+    if control_noise > 0:
+        names.append(CONTROL_NAME)
     for name in names:
         torch.set_num_threads(threads)  # an ONNX back-end leaves torch at one thread
         entry: dict[str, Any] = {"load_start": loadavg()}
         try:
             start = time.perf_counter()
-            tracker = OSTrackTracker.from_config(cfg, model=model, backend=name, backend_options=options)
-            backend = tracker.backend or eager
+            if name == CONTROL_NAME:
+                backend = PerturbedEager(model, control_noise)
+                tracker = OSTrackTracker.from_config(cfg, model=model, network_fn=backend)
+            else:
+                tracker = OSTrackTracker.from_config(cfg, model=model, backend=name, backend_options=options)
+                backend = tracker.backend or eager
             entry["build_s"] = time.perf_counter() - start
             entry["info"] = backend.describe()
         except BackendError as err:
@@ -316,7 +356,7 @@ def print_table(report: dict[str, Any], log=print) -> None:
             f"{dev['size_map']['abs']:7.1e} | {dev['offset_map']['abs']:7.1e} | "
             f"{agree.get('iou_min', float('nan')):6.3f} | {agree.get('iou_mean', float('nan')):7.3f} | "
             f"{below:>7s} | {same.get('iou_min', float('nan')):6.3f} | {same.get('frames_below_0.9', '-'):>6}")
-        if "e2e_ratio" in e and (best is None or e["e2e_ratio"] > best[1]):
+        if "e2e_ratio" in e and name != CONTROL_NAME and (best is None or e["e2e_ratio"] > best[1]):
             best = (name, e["e2e_ratio"], agree.get("iou_min", float("nan")), e["e2e_ratio_paired"])
     log("e2e x = end-to-end tracker fps / eager fp32 network-only fps (crop + network + post-processing); "
         "pair x: the same against eager timed again just before that back-end (load drift); "
@@ -360,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ort_optimization", default="all", choices=["disable", "basic", "extended", "all"])
     parser.add_argument("--ort_spinning", default="never", choices=["run", "always", "never"],
                         help="ORT idle threads busy-wait: never (default), within a run only, always")
+    parser.add_argument("--control_noise", type=float, default=2.5e-4,
+                        help="sigma, relative to each map's max |value|, of the noise the 'fp32+noise' control row "
+                             "adds to eager's maps (max deviation ~4 sigma); 0 drops that row")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights (no --checkpoint)")
     parser.add_argument("--json", default=None, help="also write the report to this JSON file")
     parser.add_argument("--debug", action="store_true")
@@ -392,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
           f"onnxruntime {onnxruntime.__version__}, avx512_bf16={'avx512_bf16' in flags} "
           f"amx={'amx_bf16' in flags} vnni={'avx512_vnni' in flags}; frames: "
           f"{', '.join(s['name'] + ' ' + str(len(s['frames'])) for s in sequences) or 'none'}")
-    report = run_benchmark(cfg, model, args.backends, sequences, threads, args.warmup, args.iterations, options)
+    report = run_benchmark(cfg, model, args.backends, sequences, threads, args.warmup, args.iterations, options,
+                           control_noise=args.control_noise)
     print_table(report)
     report.update(config=args.config, script=args.script, opts=args.opts, checkpoint=args.checkpoint,
                   threads=threads, torch=torch.__version__, onnxruntime=onnxruntime.__version__,
