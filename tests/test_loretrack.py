@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from lib.train.loretrack import LoReTrackDistiller, build_loretrack_distiller
 from lib.utils.errors import ConfigError, WeightsError
 from lib.utils.paths import REPO_ROOT, get_paths
 from tests.model_configs import main_config, student_config
-from tests.training_fixtures import make_custom_dataset, tiny_training_yaml
+from tests.training_fixtures import free_port, make_custom_dataset, tiny_training_yaml
 
 
 def test_loretrack_actor_reproduces_official_losses(parity_dir):
@@ -148,7 +147,7 @@ def test_two_process_ddp_with_teacher(tmp_path, teacher_files):
     cfg_path = _distill_yaml(tmp_path, data, teacher_files, epochs=1, samples=16, batch=2)
     command = [sys.executable, str(REPO_ROOT / "tracking" / "train.py"), "--script", "loretrack", "--config",
                str(cfg_path), "--save_dir", str(tmp_path / "out"), "--no_progress", "--device", "cpu", "--mode",
-               "multiple", "--nproc_per_node", "2", "--master_port", str(30500 + os.getpid() % 1000)]
+               "multiple", "--nproc_per_node", "2", "--master_port", str(free_port())]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(2 process(es))" in result.stderr and "teacher:" in result.stderr

@@ -17,7 +17,7 @@ from lib.models import read_checkpoint
 from lib.train import run_training
 from lib.train.hooks import latest_checkpoint
 from lib.utils.paths import REPO_ROOT, get_paths
-from tests.training_fixtures import make_custom_dataset, tiny_training_yaml
+from tests.training_fixtures import free_port, make_custom_dataset, tiny_training_yaml
 
 TRAIN_SCRIPT = REPO_ROOT / "tracking" / "train.py"
 
@@ -143,7 +143,7 @@ def test_missing_dataset_root_names_the_setting(tmp_path):
 def test_two_process_ddp_on_cpu(dataset, tmp_path):
     cfg_path = tiny_training_yaml(tmp_path / "ddp.yaml", dataset, epochs=1, samples=16, batch=2)
     command = _train_command(cfg_path, tmp_path / "out", "--mode", "multiple", "--nproc_per_node", "2",
-                             "--master_port", str(29500 + os.getpid() % 1000))
+                             "--master_port", str(free_port()))
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(2 process(es))" in result.stderr

@@ -1,12 +1,20 @@
 """Tiny GOT-10k-style datasets and configs for fast training tests."""
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from lib.utils.synthetic import moving_square_clip
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a torchrun rendezvous (a fixed one can be taken)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def write_sequence(folder: Path, frames: list[np.ndarray], boxes: np.ndarray) -> None:
