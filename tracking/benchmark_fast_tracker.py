@@ -182,9 +182,11 @@ def fixed_inputs(model: Any, sequences: list[dict[str, Any]] | None, cfg: Any, s
 
 def map_deviation(backend: Any, reference: list[dict], inputs: list[tuple]) -> dict[str, dict[str, float]]:
     """Max absolute and relative (to the map's max |value|) deviation from eager, over all fixed inputs."""
+    from lib.test.tracker.backends import MAP_NAMES
+
     result = {}
     outs = [backend(*inp) for inp in inputs]
-    for name in ("score_map", "size_map", "offset_map"):
+    for name in MAP_NAMES:
         abs_dev = max(float((o[name].float() - r[name]).abs().max()) for o, r in zip(outs, reference))
         scale = max(float(r[name].abs().max()) for r in reference)
         result[name] = {"abs": abs_dev, "rel": abs_dev / max(scale, 1e-12)}
@@ -199,19 +201,20 @@ class PerturbedEager:
     bf16 or int8 arithmetic: if tiny noise already splits the trajectories, the model is what is sensitive.
     """
 
-    def __init__(self, model: Any, relative: float, seed: int = 0) -> None:
+    def __init__(self, eager: Any, relative: float, seed: int = 0) -> None:
         import torch
 
-        self.model, self.relative = model.eval(), relative
+        self.eager, self.relative = eager, relative
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, template, search, ce_template_mask=None):
         import torch
 
-        with torch.no_grad():
-            out = self.model(template, search, ce_template_mask=ce_template_mask)
+        from lib.test.tracker.backends import MAP_NAMES
+
+        out = self.eager(template, search, ce_template_mask)
         noisy = {}
-        for name in ("score_map", "size_map", "offset_map"):
+        for name in MAP_NAMES:
             clean = out[name].float()
             noise = torch.randn(clean.shape, generator=self.generator)
             noisy[name] = clean + self.relative * clean.abs().max() * noise
@@ -269,7 +272,7 @@ def run_benchmark(cfg: Any, model: Any, backends: Sequence[str], sequences: list
         try:
             start = time.perf_counter()
             if name == CONTROL_NAME:
-                backend = PerturbedEager(model, control_noise)
+                backend = PerturbedEager(eager, control_noise)
                 tracker = OSTrackTracker.from_config(cfg, model=model, network_fn=backend)
             else:
                 tracker = OSTrackTracker.from_config(cfg, model=model, backend=name, backend_options=options)
@@ -364,16 +367,16 @@ def print_table(report: dict[str, Any], log=print) -> None:
         "every frame tracked from the eager tracker's previous box.")
     tracked = {name: e for name, e in report["backends"].items() if "agreement" in e}
     if tracked:
-        names = list(next(iter(tracked.values()))["vs_ground_truth"])
+        sequence_names = list(next(iter(tracked.values()))["vs_ground_truth"])
         log("per sequence: free-running IoU vs eager mean/min (same-state min); in brackets the back-end's own "
             "mean IoU with the ground truth")
-        log(f"{'backend':14s} | " + " | ".join(n.rjust(28) for n in names))
+        log(f"{'backend':14s} | " + " | ".join(n.rjust(28) for n in sequence_names))
         for name, e in tracked.items():
             free, same = e["agreement"]["per_sequence"], e["agreement_same_state"]["per_sequence"]
             own = e["vs_ground_truth"]
             log(f"{name:14s} | " + " | ".join(
                 f"{free[n]['mean']:.3f}/{free[n]['min']:.3f} ({same[n]['min']:.3f}) [{own[n]:.2f}]".rjust(28)
-                for n in names))
+                for n in sequence_names))
     if best:
         verdict = "reached" if best[1] >= TARGET_RATIO else "NOT reached"
         log(f"target {TARGET_RATIO:.1f}x end to end: {verdict} (best: {best[0]} at {best[1]:.2f}x, {best[3]:.2f}x "
