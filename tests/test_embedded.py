@@ -14,6 +14,7 @@ from lib.data import embedded
 from lib.data.embedded import (EmbeddedParams, ensure_embedded_benchmark, render_sequence, sequence_name,
                                sequence_rng)
 from lib.utils.errors import UserError
+from lib.utils.io import host_tag
 from lib.utils.paths import REPO_ROOT
 
 SMALL = dict(num_train=4, num_val=2, num_test=2, frames=(20, 26), size=(160, 120))
@@ -170,12 +171,16 @@ def test_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(embedded, "_write_sequence", real_write)
 
-    # a generation killed outright leaves its hidden partial folder; the next run removes it
+    # a generation killed outright leaves its hidden temporary folder; the next run removes it, but never the
+    # folder of a generation that still runs (here: this process)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    leftover = tmp_path / f".{EmbeddedParams(seed=0, **SMALL).folder_name}.partial-{int(dead.stdout)}-dead"
-    (leftover / "train").mkdir(parents=True)
+    name = EmbeddedParams(seed=0, **SMALL).folder_name
+    leftover = tmp_path / f".{name}.tmp-{host_tag()}-{int(dead.stdout)}-deadbeef"
+    running = tmp_path / f".{name}.tmp-{host_tag()}-{os.getpid()}-0123abcd"
+    for folder in (leftover, running):
+        (folder / "train").mkdir(parents=True)
     root = ensure_embedded_benchmark(tmp_path, seed=0, progress=False, workers=1, **SMALL)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [root.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, running.name])
     assert embedded.is_complete(root, EmbeddedParams(seed=0, **SMALL))
 
 

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from lib.utils.errors import UserError
+from lib.utils.io import durable_rename, remove_stale_temp_files, temp_sibling
 
 GENERATOR_VERSION = 1
 JPEG_QUALITY = 90
@@ -877,27 +878,6 @@ def is_complete(folder: Path, params: EmbeddedParams) -> bool:
             and manifest.get("file_count") == _count_files(folder) - 1)
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_partials(parent: Path, name: str) -> None:
-    """Folders left by generations that were killed (their process is gone)."""
-    for path in parent.glob(f".{name}.partial-*"):
-        try:
-            pid = int(path.name.rsplit("-", 2)[-2])
-        except (ValueError, IndexError):
-            continue
-        if not _process_alive(pid):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 class _Progress:
     def __init__(self, total: int, target: Path, enabled: bool) -> None:
         self.total, self.done, self.enabled = total, 0, enabled
@@ -939,8 +919,8 @@ def generate_embedded_benchmark(target: str | Path, params: EmbeddedParams, prog
     target = Path(target)
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_partials(parent, target.name)
-    partial = parent / f".{target.name}.partial-{os.getpid()}-{os.urandom(4).hex()}"
+    remove_stale_temp_files(parent, target.name)  # generations killed outright (their process is gone)
+    partial = temp_sibling(target)
     jobs = [(partial / split, params.seed, split, index, params.frames, params.size)
             for split in SPLITS for index in range(params.count(split))]
     workers = default_workers(len(jobs)) if workers is None else max(1, int(workers))
@@ -993,11 +973,11 @@ def _publish(partial: Path, target: Path, params: EmbeddedParams, replace: bool)
     if target.exists():
         if not replace and is_complete(target, params):
             return
-        stale = target.parent / f".{target.name}.partial-{os.getpid()}-stale{os.urandom(4).hex()}"
+        stale = temp_sibling(target)  # our own cache: regenerated, so the old copy is deleted, not kept aside
         os.rename(target, stale)
         shutil.rmtree(stale, ignore_errors=True)
     try:
-        os.rename(partial, target)
+        durable_rename(partial, target)
     except OSError:
         if not is_complete(target, params):
             raise

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from lib.utils.errors import SettingsError, UserError
+from lib.utils.io import durable_rename, fsync_path, move_aside, remove_stale_temp_files, temp_sibling
 
 INDEX_PREFIX = "__loretrack__/"
 LISTING_PREFIX = INDEX_PREFIX + "ls/"
@@ -236,32 +237,52 @@ def pack_folder(src: str | Path, dst: str | Path, force: bool = False,
                 progress: Callable[[str], None] | None = None, progress_interval_s: float = 2.0) -> dict[str, int]:
     """Pack every file under ``src`` into a new LMDB folder ``dst`` (keys = relative paths) plus folder listings.
 
-    The database is written to a temporary sibling folder and renamed into place at the end, so an interrupted
-    run never leaves a half-written ``dst``. Returns ``{'files': n, 'bytes': total}``.
+    The database is written to a hidden temporary sibling (see :func:`lib.utils.io.temp_sibling`) and renamed into
+    place only when complete, so ``dst`` is never half-written; the temporary folder of a run killed outright is
+    removed by the next run. With ``force`` an existing ``dst`` is moved aside, never deleted: a pack can take
+    hours to rebuild. Returns ``{'files': n, 'bytes': total}``.
     """
-    import lmdb
-
     src, dst = Path(src).resolve(), Path(dst).resolve()
     if not src.is_dir():
         raise UserError(f"--src {src} is not a folder")
     if dst == src or src in dst.parents or dst in src.parents:
         raise UserError(f"--dst {dst} and --src {src} must not contain each other")
     if dst.exists() and not force:
-        raise UserError(f"{dst} already exists; pass --force to replace it")
+        raise UserError(f"{dst} already exists; pass --force to move it aside and pack a new one")
     if dst.exists() and not (dst / "data.mdb").is_file():
         raise UserError(f"{dst} exists and is not an LMDB folder; refusing to replace it, choose another --dst")
     say = progress or (lambda message: None)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in remove_stale_temp_files(dst.parent, dst.name):
+        say(f"removed {leftover}, left by a pack that was killed")
 
     folders = list(_walk_files(src))
     total_files = sum(len(files) for _, _, files in folders)
     total_bytes = sum((src / rel / name).stat().st_size for rel, _, files in folders for name in files)
     say(f"packing {total_files} files ({total_bytes / 2**20:.1f} MiB) from {src}")
 
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temp_sibling(dst)
+    try:
+        written, written_bytes = _write_lmdb(tmp, src, folders, total_files, total_bytes, say, progress_interval_s)
+        if dst.exists():  # checked again: another run may have created it meanwhile
+            if not force:
+                raise UserError(f"{dst} was created by another run while packing; pass --force to move it aside")
+            say(f"moved the old {dst.name} aside to {move_aside(dst)}")
+        durable_rename(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"wrote {dst}: {written} files, {written_bytes / 2**20:.1f} MiB")
+    return {"files": written, "bytes": written_bytes}
+
+
+def _write_lmdb(path: Path, src: Path, folders: list[tuple[str, list[str], list[str]]], total_files: int,
+                total_bytes: int, say: Callable[[str], None], progress_interval_s: float) -> tuple[int, int]:
+    """Write the database into the new folder ``path`` and flush it; returns (files, bytes)."""
+    import lmdb
+
     map_size = int(total_bytes * 1.5) + 4096 * (total_files + len(folders)) + 2**26
-    env = lmdb.open(str(tmp), map_size=map_size, subdir=True, map_async=True, writemap=False)
+    env = lmdb.open(str(path), map_size=map_size, subdir=True, map_async=True, writemap=False)
     try:
         written, written_bytes, last_report = 0, 0, time.monotonic()
         txn = env.begin(write=True)
@@ -284,17 +305,7 @@ def pack_folder(src: str | Path, dst: str | Path, force: bool = False,
         txn.put(META_KEY.encode("utf-8"), json.dumps(meta).encode("utf-8"))
         txn.commit()
         env.sync(True)
-    except BaseException:
+    finally:
         env.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    env.close()
-    if dst.exists():  # --force: swap in the new database before deleting the old one
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.rename(dst, old)
-        os.rename(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, dst)
-    say(f"wrote {dst}: {written} files, {written_bytes / 2**20:.1f} MiB")
-    return {"files": written, "bytes": written_bytes}
+    fsync_path(path)  # the folder's entries (data.mdb, lock.mdb) must reach the disk before the rename
+    return written, written_bytes
