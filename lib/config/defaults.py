@@ -9,6 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+# Keys that cannot change a trained network or a tracking result (loader processes, logging, which
+# checkpoints are kept, caches). They never count as a change when a run is resumed or results are reused,
+# and they are left out of config digests.
+NON_RESULT_KEYS: frozenset[str] = frozenset({
+    "TRAIN.NUM_WORKER",
+    "TRAIN.PRINT_INTERVAL",
+    "TRAIN.SAVE_EPOCH_INTERVAL",
+    "TRAIN.KEEP_LAST_EPOCHS",
+    "DATA.FRAME_CACHE_MB",
+})
+
 
 def default_config_dict() -> dict[str, Any]:
     """A fresh nested dict of every known key with its default value."""
@@ -67,7 +78,10 @@ def default_config_dict() -> dict[str, Any]:
             },
             # LoReTrack additions.
             "SEED": 42,  # per-rank seed = SEED + rank; every training pair is drawn from its own seed
-            "SAVE_EPOCH_INTERVAL": 20,  # numbered checkpoints every N epochs (the last epoch is always kept)
+            # Checkpoint retention: every SAVE_EPOCH_INTERVAL-th epoch, the last KEEP_LAST_EPOCHS epochs of the
+            # schedule (the released LoReTrack protocol tests epoch 296 of 300) and always the two newest.
+            "SAVE_EPOCH_INTERVAL": 20,
+            "KEEP_LAST_EPOCHS": 10,
         },
         "DATA": {
             "SAMPLER_MODE": "causal",

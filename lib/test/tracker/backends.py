@@ -44,7 +44,8 @@ from torch import nn
 
 from lib.models.head import decode_boxes
 from lib.utils.errors import UserError
-from lib.utils.io import atomic_path, atomic_write_text
+from lib.utils.io import atomic_path, atomic_write_text, remove_stale_temp_files
+from lib.utils.provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -490,8 +491,9 @@ class OnnxBackend(NetworkBackend):
 
 def _default_cache_dir() -> Path:
     from lib.utils.paths import get_paths
+    from lib.utils.run_layout import onnx_cache_dir
 
-    return get_paths().save_dir / "cache" / "onnx"
+    return onnx_cache_dir(get_paths())
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -514,14 +516,6 @@ def sources_digest() -> str:
     return hasher.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
-
-
 class OnnxCache:
     """``<dir>/<digest>.onnx`` + ``<digest>.json`` (the key, the file's size and SHA-256).
 
@@ -533,6 +527,7 @@ class OnnxCache:
         self.root = Path(root)
         self.max_entries = max_entries  # older entries are deleted beyond this (a ViT-B export is ~370 MB)
         self.builds = 0  # how many files this cache object has (re)built: tests and logs read it
+        remove_stale_temp_files(self.root)  # exports killed before their rename
 
     @staticmethod
     def digest(key: Mapping[str, Any]) -> str:
@@ -547,7 +542,7 @@ class OnnxCache:
             return False
         try:
             meta = json.loads(meta_path.read_text())
-            return path.stat().st_size == meta["size"] and _file_sha256(path) == meta["sha256"]
+            return path.stat().st_size == meta["size"] and file_sha256(path) == meta["sha256"]
         except (OSError, ValueError, KeyError, TypeError):
             return False
 
@@ -566,7 +561,7 @@ class OnnxCache:
             path.with_suffix(".json").unlink(missing_ok=True)
             with atomic_path(path, suffix=".tmp.onnx") as tmp:
                 build(tmp)
-                size, sha = tmp.stat().st_size, _file_sha256(tmp)
+                size, sha = tmp.stat().st_size, file_sha256(tmp)
             meta = {"key": dict(key), "size": size, "sha256": sha, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
             atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1, default=str))
             self.builds += 1

@@ -20,6 +20,7 @@ from lib.train.data.datasets.lasot import Lasot
 from lib.train.data.datasets.trackingnet import TrackingNet
 from lib.utils.errors import UserError
 from lib.utils.paths import Paths, get_paths
+from lib.utils.run_layout import cache_root
 
 LMDB_SUFFIX = "_lmdb"
 CUSTOM_PREFIX = "CUSTOM:"
@@ -87,5 +88,5 @@ def build_dataset(name: str, paths: Paths | None = None, storage: str | None = N
         root = paths.dataset_dir(spec.path_key + (LMDB_SUFFIX if kind == "lmdb" else ""))
     arguments = {**spec.options, **options}
     if spec.reader is ImagenetVID:
-        arguments.setdefault("cache_file", paths.save_dir / "cache" / f"imagenetvid_{kind}_tracks.json")
+        arguments.setdefault("cache_file", cache_root(paths) / f"imagenetvid_{kind}_tracks.json")
     return spec.reader(root, storage=kind, **arguments)
