@@ -20,6 +20,8 @@ from lib.test.analysis.results import TrackerSpec, analyse, load_boxes
 from lib.test.analysis.trackingnet import evaluate_trackingnet
 from lib.test.evaluation.data import Sequence
 from lib.utils.cli import run_main
+from lib.utils.paths import get_paths
+from lib.utils.run_layout import results_folder, results_subfolder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOLERANCE = 0.01  # percent, as the reference numbers are quoted
@@ -219,7 +221,7 @@ def test_cli_prints_ostrack_table_and_writes_outputs(analysis_cli, shared_data, 
 
 
 def test_cli_own_runs_and_partial_failure_exit_code(analysis_cli, shared_data, tmp_path, capsys):
-    results = tmp_path / "out" / "test" / "tracking_results" / "mytrk" / "cfg"
+    results = results_folder(get_paths(save_dir=tmp_path / "out"), "mytrk", "cfg")
     results.mkdir(parents=True)
     for name in OTB_MINI:
         source = shared_data / "otb100_results_ATOM" / f"{name.lower()}.txt"
@@ -266,7 +268,7 @@ def test_cli_end_to_end_with_the_dataset_reader(shared_data, tmp_path):
 
 
 def test_pack_cli_writes_once_and_refuses_to_overwrite(tmp_path):
-    folder = tmp_path / "out" / "test" / "tracking_results" / "trk" / "cfg" / "trackingnet"
+    folder = results_subfolder(results_folder(get_paths(save_dir=tmp_path / "out"), "trk", "cfg"), "trackingnet")
     folder.mkdir(parents=True)
     (folder / "abc_0.txt").write_text("1.5\t2\t3\t4\n")
     command = [sys.executable, str(REPO_ROOT / "tracking" / "pack_trackingnet.py"), "--tracker", "trk",
@@ -285,7 +287,7 @@ def test_cli_got10k_val_adds_ao_and_sr(monkeypatch, tmp_path, capsys):
     sequences = [Sequence(f"GOT-10k_Val_{i:06d}", [], "got10k", gt,
                           extras={"cover": np.array([8, 8, 8, 0]), "resolution": (64, 64)}) for i in (1, 2)]
     monkeypatch.setattr(module, "load_dataset", lambda name, paths, root, names: sequences)
-    run = tmp_path / "out" / "test" / "tracking_results" / "trk" / "cfg" / "got10k"
+    run = results_subfolder(results_folder(get_paths(save_dir=tmp_path / "out"), "trk", "cfg"), "got10k")
     run.mkdir(parents=True)
     for seq, shift in zip(sequences, (0.0, 10.0)):  # IoU 1 and 1/3 on frames 1-2; frame 3 is hidden
         np.savetxt(run / f"{seq.name}.txt", gt + [shift, 0, 0, 0], fmt="%d", delimiter="\t")

@@ -4,10 +4,15 @@
     python tracking/analysis_results.py --dataset otb --tracker ostrack --param vitb_256 --run_ids 0 1 2 \\
         --result_dir /data/raw_results/ATOM --name ATOM --plots --json otb_report.json
 
-Our own runs are found under <save_dir>/test/tracking_results/<tracker>/<param>[_<run:03d>]; several
---run_ids are merged by averaging their per-sequence curves. Any folder of raw <seq>.txt files can be added
-with --result_dir (and --name). Per-sequence metrics are cached by the content of each result file, so
-re-running a tracker never reuses stale numbers; --force ignores the cache.
+Our own runs are found under <save_dir>/test/tracking_results/<tracker>/<param>[_<run:03d>][_<backend>];
+several --run_ids are merged by averaging their per-sequence curves. Any folder of raw <seq>.txt files can be
+added with --result_dir (and --name). Per-sequence metrics are cached by the content of each result file, so
+re-running a tracker never reuses stale numbers; --no_cache (alias --force) ignores the cache.
+
+A result file with fewer rows than ground-truth frames is padded with failures, a longer one truncated, as the
+reference toolkit does; each such file is named in a warning (and in --json), and --strict makes it invalid.
+--json also records what was scored: each run folder's manifest (config digest, checkpoint, back-end, code),
+or, for results made elsewhere, the SHA-256 of the result files.
 
 Exit status: 0 when every tracker was scored on every sequence; 1 when some result files were missing or
 invalid (they are listed, the others are scored); 2 on a usage error or when nothing could be scored.
@@ -23,6 +28,7 @@ import _init_paths  # noqa: F401
 from lib.test.analysis.results import (AnalysisReport, MetricsCache, TrackerSpec, analyse, format_attributes,
                                        format_per_sequence, format_report, format_table, write_json)
 from lib.test.evaluation.data import Sequence
+from lib.utils import run_layout
 from lib.utils.cli import run_main
 from lib.utils.errors import UserError
 from lib.utils.paths import Paths, get_paths
@@ -53,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--run_ids", type=int, nargs="+", default=None,
                       help="run ids to merge (results in <param>_<run:03d>); default: the run without id")
     ours.add_argument("--separate_runs", action="store_true", help="one table row per run id instead of merging")
+    ours.add_argument("--backend", default=run_layout.DEFAULT_BACKEND,
+                      help="back-end the runs were made with (tracking/test.py --backend): <param>_<backend>")
     other = parser.add_argument_group("other raw results")
     other.add_argument("--result_dir", action="append", default=[], help="folder of <seq>.txt files (repeatable)")
     other.add_argument("--name", action="append", default=[], help="display name for each --result_dir, in order")
@@ -63,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="drop sequences with a missing/invalid result for ALL trackers (default: leave out "
                               "the tracker that lacks them)")
     options.add_argument("--sequences", nargs="+", default=None, help="evaluate only these sequences")
-    options.add_argument("--force", action="store_true", help="ignore cached per-sequence metrics")
+    options.add_argument("--strict", action="store_true",
+                         help="a result file with more or fewer rows than ground-truth frames is invalid instead of "
+                              "being truncated or padded with failures")
+    options.add_argument("--no_cache", "--force", dest="no_cache", action="store_true",
+                         help="recompute every per-sequence metric instead of reading the cache (which is rewritten)")
     output = parser.add_argument_group("output")
     output.add_argument("--report_name", default=None, help="table title and plot sub-folder (default: --dataset)")
     output.add_argument("--per_sequence", action="store_true", help="print the average overlap of each sequence")
@@ -88,9 +100,10 @@ def tracker_specs(args: argparse.Namespace, paths: Paths) -> list[TrackerSpec]:
         run_groups = [[run_id] for run_id in args.run_ids] if args.separate_runs and args.run_ids else [args.run_ids]
         for name, param in zip(args.tracker, params):
             for run_ids in run_groups:
-                specs.append(TrackerSpec.from_run(paths.results_dir, name, param, run_ids))
-    elif args.param or args.run_ids:
-        raise UserError("--param/--run_ids need --tracker NAME")
+                specs.append(TrackerSpec.from_run(run_layout.results_root(paths), name, param, run_ids,
+                                                  backend=args.backend))
+    elif args.param or args.run_ids or args.backend != run_layout.DEFAULT_BACKEND:
+        raise UserError("--param/--run_ids/--backend need --tracker NAME")
     if args.name and len(args.name) != len(args.result_dir):
         raise UserError(f"{len(args.result_dir)} --result_dir but {len(args.name)} --name; give one --name per "
                         "--result_dir, or none")
@@ -102,7 +115,8 @@ def tracker_specs(args: argparse.Namespace, paths: Paths) -> list[TrackerSpec]:
         for run_dir in spec.run_dirs:
             if not run_dir.is_dir():
                 raise UserError(f"no results for '{spec.display_name}': folder {run_dir} does not exist; run "
-                                "tracking/test.py first, or fix --tracker/--param/--run_ids/--result_dir/--save_dir")
+                                "tracking/test.py first, or fix --tracker/--param/--run_ids/--backend/--result_dir/"
+                                "--save_dir")
     return specs
 
 
@@ -142,16 +156,25 @@ def main(argv: SequenceType[str] | None = None) -> int:
     specs = tracker_specs(args, paths)
     sequences = check_scorable(load_dataset(args.dataset, paths, args.dataset_root, args.sequences), args.dataset)
 
-    cache = MetricsCache(paths.plots_dir / report_name / CACHE_FILE_NAME, load=not args.force)
+    report_dir = run_layout.plots_root(paths) / report_name
+    cache = MetricsCache(report_dir / CACHE_FILE_NAME, load=not args.no_cache)
     if cache.warning:
         print(f"warning: {cache.warning}")
     report = analyse(sequences, specs, report_name, exclude_invalid_frames=args.exclude_invalid_frames,
-                     skip_failed_sequences=args.skip_missing_seq, cache=cache)
+                     skip_failed_sequences=args.skip_missing_seq, cache=cache, strict_length=args.strict)
     print(format_report(report))
+    for mismatch in report.length_mismatches:
+        print(f"warning: {mismatch}")
     if not report.scored_trackers or not report.scored_sequences:
         raise UserError("no tracker could be scored; fix the result files listed above")
 
-    content = report.to_dict()
+    identity = report.identity()
+    for runs in identity.values():
+        for run in runs:
+            if "manifest_error" in run:
+                print(f"warning: {run['run_dir']} is scored without its manifest, which cannot be read (reason in "
+                      f"--json); restore {run_layout.MANIFEST_NAME} or re-run tracking/test.py")
+    content = report.to_dict(identity=identity)
     if all(seq.dataset == "got10k" for seq in sequences):
         text, content["got10k"] = got10k_section(report, specs)
         print()
@@ -165,7 +188,7 @@ def main(argv: SequenceType[str] | None = None) -> int:
     if args.plots:
         from lib.test.analysis.plots import plot_scores
 
-        plot_dir = Path(args.plot_dir) if args.plot_dir else paths.plots_dir / report_name
+        plot_dir = Path(args.plot_dir) if args.plot_dir else report_dir
         written = plot_scores(report.scores(), plot_dir, report_name)
         print(f"plots: {', '.join(str(p) for p in written)}")
     if args.json:

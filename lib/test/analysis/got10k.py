@@ -23,10 +23,12 @@ from typing import Mapping, Sequence as SequenceType
 import numpy as np
 
 from lib.test.analysis.metrics import InvalidResultError, box_iou, check_predictions
-from lib.test.analysis.results import TIME_SUFFIX, ResultFolder, decode, load_boxes, parse_times, read_bytes
+from lib.test.analysis.results import ResultFolder, decode, load_boxes, parse_times, read_bytes
 from lib.test.evaluation.data import Sequence
+from lib.utils.run_layout import TIME_SUFFIX, results_subfolder
 
 SUCCESS_THRESHOLDS = np.linspace(0.0, 1.0, 101)
+GOT10K_TAG = "got10k"
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def summarise(ious: np.ndarray, times: np.ndarray) -> Got10kScores:
 def find_repetitions(run_dir: Path, seq: Sequence) -> list[Path]:
     """Result files of one sequence: toolkit layout ``<seq>/<seq>_NNN.txt``, else our ``[got10k/]<seq>.txt``."""
     pattern = re.compile(re.escape(seq.name) + r"_\d+\.txt")
-    for folder in (run_dir / seq.name, run_dir / "got10k" / seq.name):
+    for folder in (run_dir / seq.name, results_subfolder(run_dir, GOT10K_TAG) / seq.name):
         if folder.is_dir():
             files = sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name))
             if files:
@@ -118,7 +120,8 @@ def find_repetitions(run_dir: Path, seq: Sequence) -> list[Path]:
 
 def find_time_file(run_dir: Path, seq: Sequence) -> Path | None:
     file_name = f"{seq.name}{TIME_SUFFIX}.txt"
-    for candidate in (run_dir / seq.name / file_name, run_dir / "got10k" / seq.name / file_name):
+    for folder in (run_dir / seq.name, results_subfolder(run_dir, GOT10K_TAG) / seq.name):
+        candidate = folder / file_name
         if candidate.is_file():
             return candidate
     return ResultFolder(run_dir).time_file(seq)

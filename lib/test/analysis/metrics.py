@@ -7,7 +7,8 @@ published numbers were computed with them:
   by the ground-truth size;
 * a NaN, infinite or negative-size prediction is an error; zero-size predictions repeat the previous box;
 * a prediction longer than the ground truth is truncated; a shorter one is an error for ``'lasot'`` and is
-  padded with zero boxes (failures) for every other tag;
+  padded with zero boxes (failures) for every other tag (the analysis names every such file, see
+  :func:`length_fix`, so a cut-off run cannot pass unnoticed);
 * frame 0 is replaced by the ground truth and still counted;
 * frames with ground-truth w <= 0, h <= 0, NaN, or an invisible target are invalid: IoU -1 (failure),
   centre error -1 (success) for ``'uav'`` and +inf (failure) otherwise, normalised error -1 (success);
@@ -141,6 +142,17 @@ def repair_zero_size(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     source = np.where(replace, 0, np.arange(len(pred)))
     np.maximum.accumulate(source, out=source)
     return pred[source]
+
+
+LENGTH_PADDED = "padded with failures"
+LENGTH_TRUNCATED = "truncated"
+
+
+def length_fix(num_rows: int, num_frames: int) -> str | None:
+    """What :func:`fit_length` does to a result of ``num_rows`` rows: pad, truncate, or nothing (None)."""
+    if num_rows == num_frames:
+        return None
+    return LENGTH_PADDED if num_rows < num_frames else LENGTH_TRUNCATED
 
 
 def fit_length(pred: np.ndarray, num_frames: int, tag: str) -> np.ndarray:

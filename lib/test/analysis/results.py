@@ -1,10 +1,10 @@
 """Raw tracking results: locating and loading them, scoring them per sequence (with a cache), aggregating.
 
-Result layout (OSTrack/pytracking): ``<results_dir>/<tracker>/<param>[_<run:03d>]/<seq>.txt`` (+
-``<seq>_time.txt``); our runner writes GOT-10k and TrackingNet results one folder deeper, in ``<tag>/``.
-Both places are searched, so local GOT-10k-val analysis works. Folders of external raw results (other
-toolkits, other name casing such as ``jogging_1.txt`` for ``Jogging_1``) are matched case-insensitively when
-the exact name is absent.
+Result layout (OSTrack/pytracking, named by :mod:`lib.utils.run_layout`):
+``<results_root>/<tracker>/<param>[_<run:03d>][_<backend>]/<seq>.txt`` (+ ``<seq>_time.txt``); our runner
+writes GOT-10k and TrackingNet results one folder deeper, in ``<tag>/``. Both places are searched, so local
+GOT-10k-val analysis works. Folders of external raw results (other toolkits, other name casing such as
+``jogging_1.txt`` for ``Jogging_1``) are matched case-insensitively when the exact name is absent.
 
 Broken results never abort an analysis. Every unreadable, missing or unscorable file becomes a
 :class:`ResultFailure` that names tracker, sequence, file and reason. By default a tracker with any failure
@@ -12,6 +12,10 @@ is left out of the score table (with its reasons listed) and the others are scor
 ``skip_failed_sequences`` (OSTrack's ``skip_missing_seq``) such sequences are dropped for *all* trackers
 instead, so every tracker is still scored on the same set. Only annotation errors (e.g. NaN boxes in a
 benchmark other than UAV123) abort, because they concern every tracker alike.
+
+A result file longer or shorter than the ground truth is truncated or padded with failures, as the reference
+toolkit does (so scores stay comparable), and listed as a :class:`LengthMismatch`; ``strict_length`` makes it
+a failure instead. The report also tells what was scored: each run folder's manifest, or a digest of its files.
 """
 from __future__ import annotations
 
@@ -26,18 +30,17 @@ import numpy as np
 
 from lib.test.analysis.metrics import (CENTER_THRESHOLDS, NORM_CENTER_THRESHOLDS, OP50_INDEX, OP75_INDEX,
                                        OVERLAP_THRESHOLDS, PRECISION_INDEX, InvalidResultError, SequenceMetrics,
-                                       evaluate_sequence, mean_metrics)
+                                       evaluate_sequence, length_fix, mean_metrics)
 from lib.test.evaluation.data import Sequence
-from lib.test.evaluation.running import RESULT_SUBFOLDER_TAGS, TIME_SUFFIX
 from lib.utils.box_files import TableFormatError, parse_box_table
 from lib.utils.errors import UserError
 from lib.utils.io import atomic_write_text
+from lib.utils.provenance import ManifestError, files_digest, read_manifest
+from lib.utils.run_layout import DEFAULT_BACKEND, MANIFEST_NAME, TIME_SUFFIX, results_run_name, results_subfolder
 
 # Extra per-sequence outputs of trackers that are not box files.
 AUXILIARY_SUFFIXES = (TIME_SUFFIX, "_all_boxes", "_all_scores", "_object_presence_scores")
-# Dataset tags whose results the runner writes into ``<run_dir>/<tag>/``.
-SUBFOLDER_TAGS = RESULT_SUBFOLDER_TAGS
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: entries hold the number of result rows, so length mismatches survive a cache hit
 CACHE_MAX_ENTRIES = 10_000  # about 25 MB of JSON; the least recently used entries go first
 
 
@@ -93,16 +96,13 @@ class TrackerSpec:
     run_dirs: tuple[Path, ...]
 
     @classmethod
-    def from_run(cls, results_dir: str | Path, name: str, param: str, run_ids: SequenceType[int] | None = None,
-                 display_name: str | None = None) -> "TrackerSpec":
-        """Our own runs: ``<results_dir>/<name>/<param>`` or ``.../<param>_<run:03d>`` per run id."""
-        base = Path(results_dir) / name
-        if not run_ids:
-            dirs = (base / param,)
-            default_name = f"{name}_{param}"
-        else:
-            dirs = tuple(base / f"{param}_{run_id:03d}" for run_id in run_ids)
-            default_name = f"{name}_{param}_{run_ids[0]:03d}" if len(run_ids) == 1 else f"{name}_{param}"
+    def from_run(cls, results_root: str | Path, name: str, param: str, run_ids: SequenceType[int] | None = None,
+                 display_name: str | None = None, backend: str = DEFAULT_BACKEND) -> "TrackerSpec":
+        """Our own runs: ``<results_root>/<name>/<param>[_<run:03d>][_<backend>]``, one folder per run id."""
+        base = Path(results_root) / name
+        run_ids = list(run_ids or [None])
+        dirs = tuple(base / results_run_name(param, run_id, backend) for run_id in run_ids)
+        default_name = f"{name}_{results_run_name(param, run_ids[0] if len(run_ids) == 1 else None, backend)}"
         return cls(display_name or default_name, dirs)
 
     @classmethod
@@ -130,7 +130,7 @@ class ResultFolder:
         return self._listings[folder]
 
     def _find(self, stem: str, tag: str) -> Path | None:
-        folders = [self.path / tag, self.path] if tag in SUBFOLDER_TAGS else [self.path]
+        folders = list(dict.fromkeys([results_subfolder(self.path, tag), self.path]))
         for folder in folders:
             exact = folder / f"{stem}.txt"
             if exact.is_file():
@@ -206,21 +206,25 @@ class MetricsCache:
         self._entries[key] = value
         self._dirty = True
 
-    def get_metrics(self, key: str) -> SequenceMetrics | None:
+    def get_metrics(self, key: str) -> tuple[SequenceMetrics, int] | None:
+        """The metrics and the number of rows of the result file they were computed from, if cached."""
         entry = self.get(key)
         if entry is None:
             return None
-        return SequenceMetrics(success=np.asarray(entry["success"]), precision=np.asarray(entry["precision"]),
-                               norm_precision=np.asarray(entry["norm_precision"]),
-                               avg_overlap=float(entry["avg_overlap"]) if entry["avg_overlap"] is not None
-                               else float("nan"),
-                               num_frames=int(entry["num_frames"]), num_valid_frames=int(entry["num_valid_frames"]))
+        metrics = SequenceMetrics(success=np.asarray(entry["success"]), precision=np.asarray(entry["precision"]),
+                                  norm_precision=np.asarray(entry["norm_precision"]),
+                                  avg_overlap=float(entry["avg_overlap"]) if entry["avg_overlap"] is not None
+                                  else float("nan"),
+                                  num_frames=int(entry["num_frames"]),
+                                  num_valid_frames=int(entry["num_valid_frames"]))
+        return metrics, int(entry["result_rows"])
 
-    def put_metrics(self, key: str, metrics: SequenceMetrics) -> None:
+    def put_metrics(self, key: str, metrics: SequenceMetrics, result_rows: int) -> None:
         self.put(key, {"success": metrics.success.tolist(), "precision": metrics.precision.tolist(),
                        "norm_precision": metrics.norm_precision.tolist(),
                        "avg_overlap": None if math.isnan(metrics.avg_overlap) else metrics.avg_overlap,
-                       "num_frames": metrics.num_frames, "num_valid_frames": metrics.num_valid_frames})
+                       "num_frames": metrics.num_frames, "num_valid_frames": metrics.num_valid_frames,
+                       "result_rows": result_rows})
 
     def save(self) -> None:
         if self.path is None or not self._dirty:
@@ -247,6 +251,29 @@ class ResultFailure:
     def __str__(self) -> str:
         where = f"{self.path}" if self.path is not None else "no result file"
         return f"tracker '{self.tracker}', sequence '{self.sequence}' ({where}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class LengthMismatch:
+    """A result file whose row count differs from the ground truth; scored after padding or truncating it."""
+
+    tracker: str
+    sequence: str
+    path: Path
+    rows: int
+    expected_rows: int
+
+    @property
+    def fix(self) -> str:
+        return length_fix(self.rows, self.expected_rows) or ""
+
+    def __str__(self) -> str:
+        return (f"{self.path}: {self.rows} rows for {self.expected_rows} ground-truth frames (tracker "
+                f"'{self.tracker}', sequence '{self.sequence}'); {self.fix} as the reference toolkit does")
+
+    def as_dict(self) -> dict:
+        return {"tracker": self.tracker, "sequence": self.sequence, "path": str(self.path), "rows": self.rows,
+                "expected_rows": self.expected_rows, "fix": self.fix}
 
 
 @dataclass(frozen=True)
@@ -293,10 +320,16 @@ class TrackerResult:
     per_sequence: dict[str, SequenceMetrics] = field(default_factory=dict)
     failures: list[ResultFailure] = field(default_factory=list)
     frames_timed: dict[str, tuple[int, float]] = field(default_factory=dict)  # seq -> (frames, seconds)
+    length_mismatches: list[LengthMismatch] = field(default_factory=list)
+    scored_files: dict[Path, list[Path]] = field(default_factory=dict)  # run folder -> box files scored
 
     @property
     def name(self) -> str:
         return self.spec.display_name
+
+    def identity(self) -> list[dict]:
+        """What was scored, per run folder (see :func:`run_identity`)."""
+        return [run_identity(run_dir, self.scored_files.get(run_dir, [])) for run_dir in self.spec.run_dirs]
 
     def fps(self, sequence_names: Iterable[str]) -> float | None:
         """Frames per second over the given sequences that have time files (total frames / total seconds)."""
@@ -315,10 +348,19 @@ class AnalysisReport:
     scored_sequences: list[str]
     exclude_invalid_frames: bool
     skip_failed_sequences: bool
+    strict_length: bool = False
 
     @property
     def failures(self) -> list[ResultFailure]:
         return [f for t in self.trackers for f in t.failures]
+
+    @property
+    def length_mismatches(self) -> list[LengthMismatch]:
+        return [m for t in self.trackers for m in t.length_mismatches]
+
+    def identity(self) -> dict[str, list[dict]]:
+        """Tracker -> what each of its run folders holds (manifest identity or files digest)."""
+        return {t.name: t.identity() for t in self.trackers}
 
     @property
     def scored_trackers(self) -> list[TrackerResult]:
@@ -359,12 +401,14 @@ class AnalysisReport:
             table[seq.name] = row
         return table
 
-    def to_dict(self, per_sequence: bool = True, per_attribute: bool = True) -> dict:
+    def to_dict(self, per_sequence: bool = True, per_attribute: bool = True,
+                identity: Mapping[str, list[dict]] | None = None) -> dict:
+        """Every number of the report; ``identity`` (default: computed now) tells what each run folder holds."""
         scored = set(self.scored_sequences)
         content = {
             "report": self.report_name,
             "options": {"exclude_invalid_frames": self.exclude_invalid_frames,
-                        "skip_failed_sequences": self.skip_failed_sequences},
+                        "skip_failed_sequences": self.skip_failed_sequences, "strict_length": self.strict_length},
             "thresholds": {"overlap": OVERLAP_THRESHOLDS.tolist(), "center_px": CENTER_THRESHOLDS.tolist(),
                            "center_normalized": NORM_CENTER_THRESHOLDS.tolist()},
             "num_sequences": len(self.sequences),
@@ -373,6 +417,8 @@ class AnalysisReport:
             "scores": {name: s.as_dict() for name, s in self.scores().items()},
             "dropped_trackers": {t.name: [str(f) for f in t.failures] for t in self.dropped_trackers},
             "failures": [str(f) for f in self.failures],
+            "length_mismatches": [m.as_dict() for m in self.length_mismatches],
+            "identity": dict(self.identity() if identity is None else identity),
         }
         if per_sequence:
             content["per_sequence"] = self.per_sequence_table()
@@ -390,27 +436,72 @@ def sequence_attributes(seq: Sequence) -> list[str]:
     return [str(name) for name in attributes]
 
 
+MANIFEST_IDENTITY_KEYS = ("kind", "config_digest", "config_file", "checkpoint", "backend", "datasets", "started",
+                          "finished")
+
+
+def manifest_identity(manifest: Mapping) -> dict:
+    """The fields of a results manifest that say which weights, settings and code made the numbers."""
+    identity = {key: manifest.get(key) for key in MANIFEST_IDENTITY_KEYS}
+    environment = manifest.get("environment") or {}
+    identity["code"] = environment.get("code")
+    return identity
+
+
+def run_identity(run_dir: Path, scored_files: SequenceType[Path]) -> dict:
+    """One run folder's identity: its manifest's identity (``None`` for results made elsewhere, or the error
+    when it is unreadable) and the SHA-256 of the result files scored, which identifies them even without one."""
+    identity: dict = {"run_dir": str(run_dir)}
+    try:
+        manifest = read_manifest(run_dir / MANIFEST_NAME)
+        identity["manifest"] = None if manifest is None else manifest_identity(manifest)
+    except ManifestError as err:
+        identity["manifest"] = None
+        identity["manifest_error"] = str(err)
+    files = sorted(set(scored_files))
+    identity["files_digest"] = files_digest(files, run_dir)
+    identity["num_files"] = len(files)
+    return identity
+
+
+@dataclass(frozen=True)
+class ScoredRun:
+    """Metrics of one run on one sequence and the file (with its row count) they come from."""
+
+    metrics: SequenceMetrics
+    path: Path
+    rows: int
+
+
 def score_run(folder: ResultFolder, seq: Sequence, gt_fingerprint: str, cache: MetricsCache,
-              exclude_invalid_frames: bool) -> tuple[SequenceMetrics, Path]:
-    """Metrics of one run on one sequence; raises :class:`InvalidResultError` with the file in the message."""
+              exclude_invalid_frames: bool) -> ScoredRun:
+    """Score one run on one sequence; raises :class:`InvalidResultError` with the file in the message."""
     path = folder.box_file(seq)
     if path is None:
-        raise InvalidResultError(f"result file not found: expected {folder.path / (seq.name + '.txt')}"
-                                 + (f" or {folder.path / seq.dataset / (seq.name + '.txt')}"
-                                    if seq.dataset in SUBFOLDER_TAGS else "")
-                                 + "; run the tracker on this sequence or fix the result folder")
+        expected = [folder.path / f"{seq.name}.txt", results_subfolder(folder.path, seq.dataset) / f"{seq.name}.txt"]
+        raise InvalidResultError(f"result file not found: expected {' or '.join(map(str, dict.fromkeys(expected)))}"
+                                 "; run the tracker on this sequence or fix the result folder")
     data = read_bytes(path)
     key = cache.metrics_key(data, gt_fingerprint, exclude_invalid_frames)
-    metrics = cache.get_metrics(key)
-    if metrics is None:
-        try:
-            boxes = parse_boxes(decode(data, path), path)
-            metrics = evaluate_sequence(boxes, seq.ground_truth_rect, seq.dataset, seq.target_visible,
-                                        exclude_invalid_frames)
-        except InvalidResultError as err:
-            raise err.at(path) from None
-        cache.put_metrics(key, metrics)
-    return metrics, path
+    cached = cache.get_metrics(key)
+    if cached is not None:
+        return ScoredRun(cached[0], path, cached[1])
+    try:
+        boxes = parse_boxes(decode(data, path), path)
+        metrics = evaluate_sequence(boxes, seq.ground_truth_rect, seq.dataset, seq.target_visible,
+                                    exclude_invalid_frames)
+    except InvalidResultError as err:
+        raise err.at(path) from None
+    cache.put_metrics(key, metrics, len(boxes))
+    return ScoredRun(metrics, path, len(boxes))
+
+
+def check_length(run: ScoredRun, seq: Sequence, strict: bool) -> None:
+    """With ``strict``, a result whose row count differs from the ground truth is an error, not padded/cut."""
+    expected = len(seq.ground_truth_rect)
+    if strict and run.rows != expected:
+        raise InvalidResultError(f"{run.rows} lines for {expected} ground-truth frames; --strict scores only "
+                                 "results with one line per frame: re-run the tracker on this sequence", run.path)
 
 
 def read_timing(folder: ResultFolder, seq: Sequence, cache: MetricsCache) -> tuple[int, float] | None:
@@ -437,8 +528,11 @@ def read_timing(folder: ResultFolder, seq: Sequence, cache: MetricsCache) -> tup
 
 def analyse(sequences: SequenceType[Sequence], trackers: SequenceType[TrackerSpec], report_name: str = "",
             exclude_invalid_frames: bool = False, skip_failed_sequences: bool = False,
-            cache: MetricsCache | None = None) -> AnalysisReport:
-    """Score every tracker on every sequence; failures are collected, never raised (see module docstring)."""
+            cache: MetricsCache | None = None, strict_length: bool = False) -> AnalysisReport:
+    """Score every tracker on every sequence; failures are collected, never raised (see module docstring).
+
+    ``strict_length`` makes a result file with more or fewer rows than ground-truth frames a failure.
+    """
     if not sequences:
         raise UserError("the dataset has no sequences; check the dataset name and its files")
     if not trackers:
@@ -456,12 +550,17 @@ def analyse(sequences: SequenceType[Sequence], trackers: SequenceType[TrackerSpe
             runs, timing, failed = [], [], False
             for folder in run_folders:
                 try:
-                    metrics, _ = score_run(folder, seq, fingerprint, cache, exclude_invalid_frames)
+                    run = score_run(folder, seq, fingerprint, cache, exclude_invalid_frames)
+                    check_length(run, seq, strict_length)
                 except InvalidResultError as err:
                     result.failures.append(ResultFailure(result.name, seq.name, err.path, err.reason))
                     failed = True
                     continue
-                runs.append(metrics)
+                if run.rows != len(seq.ground_truth_rect):
+                    result.length_mismatches.append(LengthMismatch(result.name, seq.name, run.path, run.rows,
+                                                                   len(seq.ground_truth_rect)))
+                result.scored_files.setdefault(folder.path, []).append(run.path)
+                runs.append(run.metrics)
                 timing.append(read_timing(folder, seq, cache))
             if failed:
                 continue
@@ -473,7 +572,8 @@ def analyse(sequences: SequenceType[Sequence], trackers: SequenceType[TrackerSpe
         scored = [s.name for s in sequences if all(s.name in r.per_sequence for r in results)]
     else:
         scored = [s.name for s in sequences]
-    return AnalysisReport(report_name, list(sequences), results, scored, exclude_invalid_frames, skip_failed_sequences)
+    return AnalysisReport(report_name, list(sequences), results, scored, exclude_invalid_frames, skip_failed_sequences,
+                          strict_length)
 
 
 # -------------------------------------------------------------------------------------------- reporting

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.test.analysis.metrics import InvalidResultError, check_predictions
-from lib.test.analysis.results import AUXILIARY_SUFFIXES, TIME_SUFFIX, decode, load_boxes, parse_times, read_bytes
+from lib.test.analysis.results import AUXILIARY_SUFFIXES, decode, load_boxes, parse_times, read_bytes
 from lib.test.evaluation.running import format_boxes
+from lib.utils import run_layout
 from lib.utils.errors import UserError
 from lib.utils.io import atomic_path
 
@@ -90,7 +91,7 @@ def pack_got10k(results_folder: str | Path, zip_path: str | Path, force: bool = 
     warnings = []
     for seq, path in files.items():
         entries[f"{seq}/{seq}_001.txt"] = integer_box_text(path)
-        time_path = folder / f"{seq}{TIME_SUFFIX}.txt"
+        _, time_path = run_layout.result_files(folder / seq)
         if time_path.is_file():
             try:
                 entries[f"{seq}/{seq}_time.txt"] = checked_time_bytes(time_path)
@@ -111,10 +112,11 @@ def pack_trackingnet(results_folder: str | Path, zip_path: str | Path, force: bo
     return PackSummary(zip_path, list(files), _count_warning(len(files), TRACKINGNET_TEST_SEQUENCES, "TrackingNet"))
 
 
-def run_results_folder(results_dir: str | Path, tracker: str, param: str, run_id: int | None, tag: str) -> Path:
-    """Where our runner writes ``tag`` results: ``<results_dir>/<tracker>/<param>[_<run:03d>]/<tag>``."""
-    run = param if run_id is None else f"{param}_{run_id:03d}"
-    return Path(results_dir) / tracker / run / tag
+def run_results_folder(results_root: str | Path, tracker: str, param: str, run_id: int | None, tag: str,
+                       backend: str = run_layout.DEFAULT_BACKEND) -> Path:
+    """Where our runner writes ``tag`` results: ``<results_root>/<tracker>/<param>[_<run:03d>][_<backend>]/<tag>``."""
+    run_folder = Path(results_root) / tracker / run_layout.results_run_name(param, run_id, backend)
+    return run_layout.results_subfolder(run_folder, tag)
 
 
 def default_zip_path(folder: Path) -> Path:
@@ -134,6 +136,8 @@ def pack_main(argv: list[str] | None, tag: str, description: str) -> int:
     source.add_argument("--tracker", help="tracker name, e.g. ostrack")
     source.add_argument("--param", help="parameter/config name, e.g. vitb_256_mae_ce_32x4_ep300")
     source.add_argument("--run_id", type=int, default=None, help="run id the results were written with")
+    source.add_argument("--backend", default=run_layout.DEFAULT_BACKEND,
+                        help="back-end the results were written with (tracking/test.py --backend)")
     source.add_argument("--result_dir", help="any folder of <seq>.txt results (instead of --tracker/--param)")
     parser.add_argument("--save_dir", default=None,
                         help="output root holding test/tracking_results (default: from the settings)")
@@ -142,16 +146,17 @@ def pack_main(argv: list[str] | None, tag: str, description: str) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     if args.result_dir:
-        if args.tracker or args.param:
-            raise PackingError("give either --result_dir or --tracker/--param, not both")
+        if args.tracker or args.param or args.backend != run_layout.DEFAULT_BACKEND:
+            raise PackingError("give either --result_dir or --tracker/--param[/--backend], not both")
         folder = Path(args.result_dir)
-        if (folder / tag).is_dir() and not any(folder.glob("*.txt")):
-            folder = folder / tag
+        if run_layout.results_subfolder(folder, tag).is_dir() and not any(folder.glob("*.txt")):
+            folder = run_layout.results_subfolder(folder, tag)
     elif args.tracker and args.param:
-        folder = run_results_folder(get_paths(save_dir=args.save_dir).results_dir, args.tracker, args.param,
-                                    args.run_id, tag)
+        folder = run_results_folder(run_layout.results_root(get_paths(save_dir=args.save_dir)), args.tracker,
+                                    args.param, args.run_id, tag, args.backend)
     else:
-        raise PackingError("nothing to pack: give --tracker NAME --param CONFIG [--run_id N], or --result_dir PATH")
+        raise PackingError("nothing to pack: give --tracker NAME --param CONFIG [--run_id N] [--backend B], or "
+                           "--result_dir PATH")
     summary = packers[tag](folder, Path(args.output) if args.output else default_zip_path(folder), force=args.force)
     for warning in summary.warnings:
         print(f"warning: {warning}")
