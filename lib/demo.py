@@ -22,13 +22,13 @@ import torch
 from lib.config import Config, load_config
 from lib.models import build_model
 from lib.test.evaluation.datasets import get_dataset
-from lib.test.evaluation.running import run_dataset
+from lib.test.evaluation.running import RunIdentity, checkpoint_identity, run_dataset
 from lib.test.tracker.baselines import StaticBoxTracker
 from lib.test.tracker.factory import TrackerFactory
 from lib.train import run_training
-from lib.train.hooks import checkpoint_name
 from lib.utils.io import atomic_path, atomic_write_text
 from lib.utils.paths import Paths, get_paths
+from lib.utils.run_layout import TrainingRun
 from lib.utils.profiling import count_macs_published
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ class Demo:
         """
         cfg = load_config(config, overrides=overrides, script=SCRIPT)
         run_name = f"{name}-{hashlib.sha1(cfg.to_yaml().encode()).hexdigest()[:8]}"
-        folder = self.paths.checkpoints_dir / "train" / SCRIPT / run_name
-        final = folder / checkpoint_name("OSTrack", cfg.TRAIN.EPOCH)
+        final = TrainingRun(self.paths, SCRIPT, run_name).checkpoint_path(cfg.TRAIN.EPOCH)
         yaml_path = self.root / "configs" / f"{run_name}.yaml"
         atomic_write_text(yaml_path, cfg.to_yaml())
         if final.is_file():
@@ -113,10 +112,11 @@ class Demo:
                  f"{last.get('Loss/total', float('nan')):.3f}, IoU {last.get('IoU', float('nan')):.3f}")
         return cfg, yaml_path, final
 
-    def evaluate(self, name: str, factory, sequences) -> Path:
+    def evaluate(self, name: str, factory, sequences, identity: RunIdentity) -> Path:
+        """Track into ``results/<name>``; results of an older model there are moved aside and tracked again."""
         results = self.root / "results" / name
         run_dataset(factory, sequences, results, threads=0, show_progress=self.settings.progress,
-                    log=lambda line: None)
+                    log=lambda line: None, identity=identity, dataset="embedded got10k_test", force=True)
         return results
 
     # -------------------------------------------------------------------------------------------- run
@@ -146,10 +146,13 @@ class Demo:
             folders = []
             for cfg, yaml_path, ckpt in variants:
                 factory = TrackerFactory(str(yaml_path), SCRIPT, str(ckpt))
-                folders.append(self.evaluate(yaml_path.stem, factory, sequences))
+                folders.append(self.evaluate(yaml_path.stem, factory, sequences,
+                                             checkpoint_identity(cfg.to_dict(), ckpt)))
             specs.append(TrackerSpec(name, tuple(folders)))
             macs[name] = _published_macs(variants[0][0])
-        specs.append(TrackerSpec("static box", (self.evaluate("static_box", StaticBoxTracker, sequences),)))
+        static_identity = RunIdentity("static box", None, "none")
+        specs.append(TrackerSpec("static box", (self.evaluate("static_box", StaticBoxTracker, sequences,
+                                                              static_identity),)))
 
         self.say("[5/5] analysis")
         report = analyse(sequences, specs, report_name="embedded test")

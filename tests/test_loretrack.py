@@ -15,6 +15,7 @@ from lib.train.actor import TrackingActor
 from lib.train.loretrack import LoReTrackDistiller, build_loretrack_distiller
 from lib.utils.errors import ConfigError, WeightsError
 from lib.utils.paths import REPO_ROOT, get_paths
+from lib.utils.run_layout import TrainingRun
 from tests.model_configs import main_config, student_config
 from tests.training_fixtures import free_port, make_custom_dataset, tiny_training_yaml
 
@@ -78,8 +79,7 @@ def test_training_changes_only_the_student(tmp_path, teacher_files):
         assert torch.equal(teacher.model.state_dict()[name], value), f"teacher {name} changed"
     status = trainer.hooks[0].history[-1]
     assert status["Loss/qkv_kd"] > 0 and status["Loss/disc_kd"] > 0
-    checkpoint = read_checkpoint(tmp_path / "out" / "checkpoints" / "train" / "loretrack" / "student" /
-                                 "OSTrack_ep0001.pth.tar")
+    checkpoint = read_checkpoint(_run(tmp_path, "student").checkpoint_path(1))
     assert checkpoint["actor_type"] == "LoReTrackActor"
     student_keys = set(build_model(cfg).state_dict())
     assert set(checkpoint["net"]) == student_keys  # the teacher is not saved
@@ -95,8 +95,7 @@ def test_student_narrower_than_teacher_trains_through_projections(tmp_path, teac
     projections = trainer.actor.distiller.projections
     assert projections["q0"].weight.shape == (32, 16, 1, 1)
     assert any(p is projections["feat"].weight for g in trainer.optimizer.param_groups for p in g["params"])
-    checkpoint = read_checkpoint(tmp_path / "out" / "checkpoints" / "train" / "loretrack" / "narrow" /
-                                 "OSTrack_ep0001.pth.tar")
+    checkpoint = read_checkpoint(_run(tmp_path, "narrow").checkpoint_path(1))
     assert "feat.weight" in checkpoint["trainer"]["modules"]["distill_projections"]
     with pytest.raises(ConfigError, match="PROJECTION: auto"):
         cfg.DISTILL.PROJECTION = "none"
@@ -128,6 +127,10 @@ def test_bad_teacher_setups_fail_before_training(tmp_path, teacher_files):
         build_loretrack_distiller(cfg, student, torch.device("cpu"))
 
 
+def _run(tmp_path, name: str) -> TrainingRun:
+    return TrainingRun(get_paths(save_dir=tmp_path / "out"), "loretrack", name)
+
+
 def test_train_cli_reports_teacher_mismatch_in_one_line(tmp_path, teacher_files):
     data = make_custom_dataset(tmp_path / "data", num_sequences=1)
     wrong = load_config(teacher_files[0], overrides={"MODEL.BACKBONE.EMBED_DIM": 48})
@@ -138,7 +141,7 @@ def test_train_cli_reports_teacher_mismatch_in_one_line(tmp_path, teacher_files)
                              "--device", "cpu"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "does not fit this model" in result.stderr.strip().splitlines()[-1]
-    assert not (tmp_path / "out" / "checkpoints").exists()
+    assert not _run(tmp_path, "student").checkpoint_dir.exists()
 
 
 @pytest.mark.slow
@@ -151,7 +154,6 @@ def test_two_process_ddp_with_teacher(tmp_path, teacher_files):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(2 process(es))" in result.stderr and "teacher:" in result.stderr
-    checkpoint = read_checkpoint(tmp_path / "out" / "checkpoints" / "train" / "loretrack" / "student" /
-                                 "OSTrack_ep0001.pth.tar")
+    checkpoint = read_checkpoint(_run(tmp_path, "student").checkpoint_path(1))
     assert checkpoint["trainer"]["iteration"] == 4
     assert "Loss/qkv_kd" in result.stderr

@@ -19,8 +19,9 @@ import pytest
 
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.datasets import get_dataset
-from lib.test.evaluation.running import (device_for_worker, has_results, result_files, result_path_base, run_dataset,
+from lib.test.evaluation.running import (device_for_worker, result_path_base, result_problem, run_dataset,
                                          threads_per_worker)
+from lib.utils.run_layout import result_files
 
 MINI_OTB = ["Couple", "Crossing", "Football1"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def test_got10k_and_trackingnet_results_go_to_a_tag_folder(mini_otb, tmp_path):
     seq = Sequence("GOT-10k_Val_000001", football.frames[:3], "got10k", football.ground_truth_rect[:1])
     assert result_path_base(tmp_path, seq) == tmp_path / "got10k" / "GOT-10k_Val_000001"
     run_dataset(DummyTracker, [seq], tmp_path, show_progress=False, log=lambda _: None)
-    assert has_results(tmp_path, seq)
+    assert result_problem(tmp_path, seq) is None
     assert all(path.is_file() for path in result_files(tmp_path / "got10k" / seq.name))
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lib.models import build_model, save_checkpoint
-from lib.utils.paths import REPO_ROOT
+from lib.utils.paths import REPO_ROOT, get_paths
+from lib.utils.run_layout import results_folder
 from tests.model_configs import student_config
 
 SEQUENCES = ["Couple", "Crossing", "Football1"]
@@ -54,7 +55,7 @@ def test_killed_run_resumes_to_the_same_results(tiny_tracker, shared_data, tmp_p
     assert "3 done" in straight.stdout
 
     resumed_dir = tmp_path / "resumed"
-    results = resumed_dir / "test" / "tracking_results" / "ostrack" / "student"
+    results = results_folder(get_paths(save_dir=resumed_dir), "ostrack", "student")
     process = subprocess.Popen(_test_command(config, checkpoint, otb_root, resumed_dir), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
@@ -70,7 +71,7 @@ def test_killed_run_resumes_to_the_same_results(tiny_tracker, shared_data, tmp_p
     assert f"{len(finished)} skipped" in rerun.stdout
 
     for name in SEQUENCES:
-        expected = (tmp_path / "straight" / "test" / "tracking_results" / "ostrack" / "student" / f"{name}.txt")
+        expected = results_folder(get_paths(save_dir=tmp_path / "straight"), "ostrack", "student") / f"{name}.txt"
         assert (results / f"{name}.txt").read_text() == expected.read_text()
     table_a, report_a = _analyse(otb_root, tmp_path / "straight", tmp_path / "a.json")
     table_b, report_b = _analyse(otb_root, resumed_dir, tmp_path / "b.json")

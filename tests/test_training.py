@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import torch
 from lib.config import load_config
 from lib.models import read_checkpoint
 from lib.train import run_training
-from lib.train.hooks import latest_checkpoint
 from lib.utils.paths import REPO_ROOT, get_paths
+from lib.utils.run_layout import MANIFEST_NAME, TrainingRun, checkpoint_name
 from tests.training_fixtures import free_port, make_custom_dataset, tiny_training_yaml
 
 TRAIN_SCRIPT = REPO_ROOT / "tracking" / "train.py"
@@ -34,7 +35,11 @@ def _run(cfg_path: Path, save_dir: Path, **kwargs):
 
 
 def _checkpoint_dir(save_dir: Path, name: str) -> Path:
-    return save_dir / "checkpoints" / "train" / "ostrack" / name
+    return TrainingRun(get_paths(save_dir=save_dir), "ostrack", name).checkpoint_dir
+
+
+def _latest(save_dir: Path, name: str) -> Path:
+    return list(TrainingRun(get_paths(save_dir=save_dir), "ostrack", name).checkpoints().values())[-1]
 
 
 def test_training_writes_checkpoints_logs_and_validates(dataset, tmp_path, caplog):
@@ -44,8 +49,9 @@ def test_training_writes_checkpoints_logs_and_validates(dataset, tmp_path, caplo
     # without a progress bar every PRINT_INTERVAL (1) steps gets a log line, as on a cluster
     assert "epoch 1 step 4/4: loss" in caplog.text and "epoch 2 step 1/4: loss" in caplog.text
     folder = _checkpoint_dir(tmp_path / "out", "tiny")
-    assert sorted(p.name for p in folder.iterdir()) == ["OSTrack_ep0001.pth.tar", "OSTrack_ep0002.pth.tar"]
-    checkpoint = read_checkpoint(folder / "OSTrack_ep0002.pth.tar")
+    assert sorted(p.name for p in folder.iterdir()) == sorted([checkpoint_name(1), checkpoint_name(2),
+                                                               MANIFEST_NAME])
+    checkpoint = read_checkpoint(folder / checkpoint_name(2))
     assert checkpoint["epoch"] == 2 and checkpoint["net_type"] == "OSTrack" and "trainer" in checkpoint
     assert trainer.iteration == 8
     logging_hook, validation_hook = trainer.hooks[0], trainer.hooks[1]
@@ -54,7 +60,8 @@ def test_training_writes_checkpoints_logs_and_validates(dataset, tmp_path, caplo
     assert logging_hook.history[1]["LearningRate/group0"] == pytest.approx(1e-4)  # step decay after epoch 1
     assert logging_hook.history[0]["LearningRate/group1"] == pytest.approx(1e-4)  # backbone x 0.1
     assert [r["epoch"] for r in validation_hook.results] == [1, 2]
-    assert list((tmp_path / "out" / "tensorboard" / "train" / "ostrack" / "tiny").glob("events.out.tfevents*"))
+    tensorboard_dir = TrainingRun(get_paths(save_dir=tmp_path / "out"), "ostrack", "tiny").tensorboard_dir
+    assert list(tensorboard_dir.glob("events.out.tfevents*"))
 
 
 def _train_command(cfg_path: Path, save_dir: Path, *extra: str) -> list[str]:
@@ -73,22 +80,22 @@ def test_run_killed_mid_epoch_resumes_to_identical_weights(dataset, tmp_path):
     process = subprocess.Popen(_train_command(cfg_path, tmp_path / "killed"), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not (folder / "OSTrack_ep0001.pth.tar").exists():
+    while time.time() < deadline and not (folder / checkpoint_name(1)).exists():
         time.sleep(0.01)
     time.sleep(0.3)  # well inside epoch 2 (an epoch takes a few seconds)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (folder / "OSTrack_ep0003.pth.tar").exists(), "the run ended before it could be killed"
+    assert not (folder / checkpoint_name(3)).exists(), "the run ended before it could be killed"
     resumed = subprocess.run(_train_command(cfg_path, tmp_path / "killed", "--resume"), capture_output=True,
                              text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stderr
 
-    expected = read_checkpoint(_checkpoint_dir(tmp_path / "straight", "resume") / "OSTrack_ep0003.pth.tar")
-    actual = read_checkpoint(folder / "OSTrack_ep0003.pth.tar")
+    expected = read_checkpoint(_checkpoint_dir(tmp_path / "straight", "resume") / checkpoint_name(3))
+    actual = read_checkpoint(folder / checkpoint_name(3))
     for key, value in expected["net"].items():
         assert torch.equal(value, actual["net"][key]), key
-    assert not list(folder.glob(".*.tmp"))
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
 
 def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(dataset, tmp_path, monkeypatch):
@@ -101,11 +108,11 @@ def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(dataset, tmp
 
     monkeypatch.setattr(run_training, "TrackingActor", PoisonedActor)
     cfg_path = tiny_training_yaml(tmp_path / "nan.yaml", dataset, epochs=3)
-    with pytest.raises(run_training.TrainingStoppedError, match=r"epoch 2.*NaN.*OSTrack_ep0001\.pth\.tar"):
+    with pytest.raises(run_training.TrainingStoppedError, match=rf"epoch 2.*NaN.*{re.escape(checkpoint_name(1))}"):
         _run(cfg_path, tmp_path / "out")
     folder = _checkpoint_dir(tmp_path / "out", "nan")
-    assert latest_checkpoint(folder).name == "OSTrack_ep0001.pth.tar"
-    weights = read_checkpoint(folder / "OSTrack_ep0001.pth.tar")["net"]
+    assert _latest(tmp_path / "out", "nan").name == checkpoint_name(1)
+    weights = read_checkpoint(folder / checkpoint_name(1))["net"]
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
 
 
@@ -147,7 +154,7 @@ def test_two_process_ddp_on_cpu(dataset, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(2 process(es))" in result.stderr
-    checkpoint = read_checkpoint(_checkpoint_dir(tmp_path / "out", "ddp") / "OSTrack_ep0001.pth.tar")
+    checkpoint = read_checkpoint(_checkpoint_dir(tmp_path / "out", "ddp") / checkpoint_name(1))
     assert checkpoint["trainer"]["iteration"] == 4  # 16 samples / (2 ranks x batch 2)
     assert not any(k.startswith("module.") for k in checkpoint["net"])
 
@@ -192,7 +199,7 @@ def test_number_of_loader_workers_does_not_change_the_trained_weights(dataset, t
     for workers in (0, 1):
         save_dir = tmp_path / f"workers{workers}"
         _run(cfg_path, save_dir, num_workers=workers)
-        weights.append(read_checkpoint(latest_checkpoint(_checkpoint_dir(save_dir, "tiny")))["net"])
+        weights.append(read_checkpoint(_latest(save_dir, "tiny"))["net"])
     assert weights[0].keys() == weights[1].keys()
     differing = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
     assert not differing, f"NUM_WORKER 0 and 1 trained different weights: {differing[:3]}"

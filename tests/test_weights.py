@@ -11,6 +11,7 @@ import torch
 
 from lib.models import build_model, load_weights, read_checkpoint, save_checkpoint
 from lib.utils.errors import WeightsError
+from lib.utils.run_layout import checkpoint_name
 from tests.model_configs import TINY_VIT, main_config, student_config, tiny_config
 
 
@@ -44,7 +45,7 @@ def _official_checkpoint(tmp_path, state_dict, flag_file):
                       "net_info": None, "constructor": None, "optimizer": {"state": {}, "param_groups": []},
                       "stats": {"train": {"Loss/total": admin.AverageMeter()}}, "settings": admin.Settings(),
                       "payload": admin.Payload()}
-        path = tmp_path / "OSTrack_ep0300.pth.tar"
+        path = tmp_path / checkpoint_name(300)
         torch.save(checkpoint, path)
     finally:
         sys.path.remove(str(tmp_path))
@@ -70,7 +71,7 @@ def test_official_pth_tar_loads_without_executing_pickled_code(tmp_path, parity_
 
 def test_own_checkpoint_round_trip_is_official_layout(tmp_path):
     model = build_model(student_config())
-    path = save_checkpoint(tmp_path / "ckpt" / "OSTrack_ep0002.pth.tar", model, epoch=2, optimizer={"x": 1})
+    path = save_checkpoint(tmp_path / "ckpt" / checkpoint_name(2), model, epoch=2, optimizer={"x": 1})
     checkpoint = torch.load(path, weights_only=True)
     assert {"epoch", "net", "net_type", "actor_type", "optimizer"} <= set(checkpoint)
     other = build_model(student_config())

@@ -2,11 +2,12 @@
 
     python tracking/train.py --script ostrack --config vitb_256_mae_ce_32x4_ep300 --save_dir ./output \
         --mode multiple --nproc_per_node 4 [--nnodes 2 --node_rank 0 --master_addr HOST --master_port 29500] \
-        [--use_wandb 0|1] [--resume]
+        [--use_wandb 0|1] [--resume [--accept_config_changes]] [--force]
 
 ``--mode multiple`` re-launches this script under ``torch.distributed.run`` with the same arguments, so one
 command scales from a laptop to several machines. Any further ``KEY=VALUE`` after ``--opts`` overrides
-the config (e.g. ``--opts TRAIN.EPOCH=10 TRAIN.BATCH_SIZE=8``).
+the config (e.g. ``--opts TRAIN.EPOCH=10 TRAIN.BATCH_SIZE=8``). A run folder that holds another run's
+checkpoints is never written over: ``--resume`` continues that run, ``--force`` moves it aside first.
 """
 from __future__ import annotations
 

@@ -91,12 +91,21 @@ def read_checkpoint(path: str | Path) -> Any:
     except pickle.UnpicklingError:
         pass  # an official training checkpoint with project classes: read it the restricted way below
     except Exception as err:  # random or truncated bytes fail in many ways (KeyError, IndexError, EOFError, ...)
-        raise WeightsError(f"cannot read weight file {path}: {err.__class__.__name__}: {str(err)[:200]}; "
-                           "is it a PyTorch checkpoint?") from None
+        raise WeightsError(f"cannot read weight file {path} ({_short_reason(err)}); is it a complete PyTorch "
+                           "checkpoint?") from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule)
     except Exception as err:  # any failure here means the file is not a checkpoint we can read
-        raise WeightsError(f"cannot read weight file {path}: {err.__class__.__name__}: {str(err)[:200]}") from None
+        raise WeightsError(f"cannot read weight file {path} ({_short_reason(err)}); is it a complete PyTorch "
+                           "checkpoint?") from None
+
+
+def _short_reason(err: Exception, limit: int = 160) -> str:
+    """The error's type and first line, shortened at a word so a message never ends mid-word."""
+    text = f"{err.__class__.__name__}: {(str(err).strip().splitlines() or [''])[0]}"
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 @dataclass

@@ -3,66 +3,38 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import torch
 
-from lib.models.weights import save_checkpoint
+from lib.train.checkpointer import Checkpointer
 from lib.train.trainer import HookBase, move_to_device
 
 log = logging.getLogger(__name__)
-CHECKPOINT_PATTERN = re.compile(r"^(?P<net>\w+)_ep(?P<epoch>\d{4,})\.pth\.tar$")
-
-
-def checkpoint_name(net_type: str, epoch: int) -> str:
-    """Official OSTrack naming: ``OSTrack_ep0300.pth.tar``."""
-    return f"{net_type}_ep{epoch:04d}.pth.tar"
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint of the highest epoch in ``folder`` (None if there is none)."""
-    best: tuple[int, Path] | None = None
-    for path in folder.glob("*_ep*.pth.tar") if folder.is_dir() else ():
-        match = CHECKPOINT_PATTERN.match(path.name)
-        if match and (best is None or int(match["epoch"]) > best[0]):
-            best = (int(match["epoch"]), path)
-    return best[1] if best else None
 
 
 class CheckpointHook(HookBase):
-    """Save every ``period`` epochs and the last epoch (atomically); drop superseded 'latest' files.
+    """Save a checkpoint after every epoch through the run's checkpointer (which applies retention).
 
     The file holds the official keys (``net``, ``epoch``, ...) plus the trainer state for ``--resume``.
     Only the trained network is saved (a distillation teacher is not part of ``net``).
     """
 
-    def __init__(self, folder: Path, net: torch.nn.Module, period: int, config: Mapping[str, Any] | None = None,
-                 actor_type: str = "OSTrackActor", is_main: bool = True) -> None:
-        self.folder = Path(folder)
+    def __init__(self, checkpointer: Checkpointer, net: torch.nn.Module, config: Mapping[str, Any] | None = None,
+                 actor_type: str = "OSTrackActor") -> None:
+        self.checkpointer = checkpointer
         self.net = net
-        self.period = max(1, period)
         self.config = config
         self.actor_type = actor_type
-        self.is_main = is_main
-        self._previous_latest: Path | None = None
 
     def after_epoch(self) -> None:
-        if not self.is_main:
+        if not self.checkpointer.is_main:
             return
-        epoch = self.trainer.epoch
         model = getattr(self.net, "module", self.net)
-        path = self.folder / checkpoint_name(type(model).__name__, epoch)
-        save_checkpoint(path, model, epoch=epoch, actor_type=self.actor_type, trainer=self.trainer.state_dict(),
-                        config=self.config)
-        previous = self._previous_latest
-        if previous is not None and previous != path and previous.exists():
-            previous.unlink()
-        keep = epoch % self.period == 0 or epoch == self.trainer.max_epoch
-        self._previous_latest = None if keep else path
-        log.info("saved %s", path)
+        self.checkpointer.save(model, self.trainer.epoch, actor_type=self.actor_type,
+                               trainer=self.trainer.state_dict(), config=self.config)
 
 
 class LoggingHook(HookBase):

@@ -1,8 +1,8 @@
 """Build everything a training run needs from a config and run it (one process = one rank).
 
 ``tracking/train.py`` runs :func:`main` in this process, or launches itself under torchrun once per rank
-(DDP: NCCL on GPUs, gloo on CPU). Outputs go to ``<save_dir>/checkpoints/train/<script>/<config>/`` (checkpoints, official
-naming) and ``<save_dir>/tensorboard/train/<script>/<config>/``.
+(DDP: NCCL on GPUs, gloo on CPU). Where the run's checkpoints, manifest and TensorBoard events go is
+:class:`lib.utils.run_layout.TrainingRun`'s to say; :class:`lib.train.checkpointer.Checkpointer` guards them.
 """
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lib.config import Config, load_config
-from lib.models import build_model, load_weights, read_checkpoint
+from lib.config import Config, load_config, resolve_config_path
+from lib.models import build_model
 from lib.train.actor import TrackingActor, TrainingDivergedError
 from lib.train.data.frame_cache import FrameCache
 from lib.train.data.processing import CropSettings, PairProcessing
 from lib.train.data.sampler import TrackingSampler, collate_pairs
-from lib.train.hooks import CheckpointHook, LoggingHook, ValidationHook, latest_checkpoint
+from lib.train.checkpointer import Checkpointer, ResumePoint
+from lib.train.hooks import CheckpointHook, LoggingHook, ValidationHook
 from lib.train.trainer import Trainer
 from lib.utils.errors import ConfigError, UserError
 from lib.utils.paths import Paths, get_paths
+from lib.utils.run_layout import TrainingRun
 
 log = logging.getLogger("lib.train")
 
@@ -114,14 +116,35 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, extra: torch.nn.Module 
         raise ConfigError(f"TRAIN.OPTIMIZER '{train.OPTIMIZER}' is not supported; use ADAMW")
     head = [p for n, p in model.named_parameters() if "backbone" not in n and p.requires_grad]
     backbone = [p for n, p in model.named_parameters() if "backbone" in n and p.requires_grad]
-    groups = [{"params": head}, {"params": backbone, "lr": train.LR * train.BACKBONE_MULTIPLIER}]
+    params = [head, backbone]
     if extra is not None:
-        groups.append({"params": [p for p in extra.parameters() if p.requires_grad]})
+        params.append([p for p in extra.parameters() if p.requires_grad])
+    groups = [{"params": p, "lr": lr} for p, lr in zip(params, group_learning_rates(cfg, len(params)))]
     optimizer = torch.optim.AdamW(groups, lr=train.LR, weight_decay=train.WEIGHT_DECAY)
     if train.SCHEDULER.TYPE != "step":
         raise ConfigError(f"TRAIN.SCHEDULER.TYPE '{train.SCHEDULER.TYPE}' is not supported; use step")
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, train.LR_DROP_EPOCH, gamma=train.SCHEDULER.DECAY_RATE)
     return optimizer, scheduler
+
+
+def group_learning_rates(cfg: Config, num_groups: int) -> list[float]:
+    """Base LR of each parameter group: head, backbone (x BACKBONE_MULTIPLIER), then extra modules."""
+    train = cfg.TRAIN
+    return [train.LR, train.LR * train.BACKBONE_MULTIPLIER, train.LR][:num_groups]
+
+
+def apply_optimizer_config(cfg: Config, optimizer: torch.optim.Optimizer, scheduler: Any, epoch: int) -> None:
+    """Make a resumed run's optimiser and schedule follow ``cfg`` (loaded state holds the old values)."""
+    train = cfg.TRAIN
+    bases = group_learning_rates(cfg, len(optimizer.param_groups))
+    scheduler.base_lrs = bases
+    scheduler.step_size = train.LR_DROP_EPOCH
+    scheduler.gamma = train.SCHEDULER.DECAY_RATE
+    for group, base in zip(optimizer.param_groups, bases):
+        group["initial_lr"] = base
+        group["lr"] = base * train.SCHEDULER.DECAY_RATE ** (epoch // train.LR_DROP_EPOCH)
+        group["weight_decay"] = train.WEIGHT_DECAY
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
 def build_distiller(cfg: Config, student: torch.nn.Module, device: torch.device, world_size: int) -> Any | None:
@@ -146,10 +169,22 @@ def _init_wandb(enabled: bool, save_dir: Path, name: str, cfg: Config, is_main: 
 
 def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None, resume: bool = False,
         use_wandb: bool = False, device: str = "cpu", num_workers: int | None = None, progress: bool = True,
-        paths: Paths | None = None) -> Trainer:
-    """Train as configured; returns the finished trainer (its hooks hold the history)."""
+        paths: Paths | None = None, force: bool = False, accept_config_changes: bool = False,
+        config_file: str | Path | None = None) -> Trainer:
+    """Train as configured; returns the finished trainer (its hooks hold the history).
+
+    ``force`` moves an existing run aside; ``accept_config_changes`` lets ``resume`` continue with a config
+    that differs from the stored one (the changes take effect, optimiser included).
+    """
+    if force and resume:
+        raise UserError("--force starts a new run and --resume continues the old one; give one of them")
     paths = paths or get_paths(save_dir=save_dir)
     context = init_distributed(device)
+    layout = TrainingRun(paths, script, config_name)
+    checkpointer = Checkpointer(layout, cfg.TRAIN.SAVE_EPOCH_INTERVAL, cfg.TRAIN.KEEP_LAST_EPOCHS, cfg.TRAIN.EPOCH,
+                                is_main=context.is_main)
+    checkpointer.check_start(resume, force)  # fail before the expensive builds below
+    _warn_if_test_epoch_not_kept(cfg)
     torch_device = torch.device(f"cuda:{context.local_rank}" if device == "cuda" else "cpu")
     torch.manual_seed(cfg.TRAIN.SEED)  # identical initial weights on every rank
     model = build_model(cfg, training=True).to(torch_device)
@@ -164,33 +199,40 @@ def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None
     workers = cfg.TRAIN.NUM_WORKER if num_workers is None else num_workers
     train_loader = build_loader(build_sampler(cfg, "TRAIN", paths, cfg.TRAIN.SEED), cfg.TRAIN.BATCH_SIZE, workers,
                                 context)
-    run_name = f"{script}/{config_name}"
-    checkpoint_dir = paths.checkpoints_dir / "train" / script / config_name
-    hooks = [LoggingHook(paths.save_dir / "tensorboard" / "train" / script / config_name,
-                         cfg.TRAIN.PRINT_INTERVAL, context.is_main,
-                         wandb_run=_init_wandb(use_wandb, paths.save_dir, run_name, cfg, context.is_main),
+    hooks = [LoggingHook(layout.tensorboard_dir, cfg.TRAIN.PRINT_INTERVAL, context.is_main,
+                         wandb_run=_init_wandb(use_wandb, paths.save_dir, layout.name, cfg, context.is_main),
                          progress=progress, steps_per_epoch=len(train_loader))]
     if cfg.DATA.VAL.DATASETS_NAME and cfg.DATA.VAL.SAMPLE_PER_EPOCH > 0:
         val_loader = build_loader(build_sampler(cfg, "VAL", paths, cfg.TRAIN.SEED), cfg.TRAIN.BATCH_SIZE, workers,
                                   context)
         hooks.append(ValidationHook(val_loader, cfg.TRAIN.VAL_EPOCH_INTERVAL, context.is_main))
-    hooks.append(CheckpointHook(checkpoint_dir, net, cfg.TRAIN.SAVE_EPOCH_INTERVAL, cfg.to_dict(),
-                                actor_type="LoReTrackActor" if distiller else "OSTrackActor", is_main=context.is_main))
+    hooks.append(CheckpointHook(checkpointer, net, cfg.to_dict(),
+                                actor_type="LoReTrackActor" if distiller else "OSTrackActor"))
     trainer = Trainer(actor, optimizer, train_loader, cfg.TRAIN.EPOCH, torch_device, cfg.TRAIN.GRAD_CLIP_NORM,
                       amp=cfg.TRAIN.AMP, scheduler=scheduler, hooks=hooks, trainable=model,
                       extra_modules={"distill_projections": projections} if projections is not None else None)
     if cfg.TRAIN.AMP and device != "cuda":
         log.warning("TRAIN.AMP is on but training runs on the CPU: AMP is skipped")
-    if resume:
-        _resume(trainer, model, checkpoint_dir)
+    point = checkpointer.start(cfg.to_dict(), config_file, resume=resume, force=force,
+                               accept_changes=accept_config_changes)
+    if point is not None:
+        _resume(trainer, model, checkpointer, point, cfg)
+        if trainer.epoch >= trainer.max_epoch:
+            log.warning("%s is already finished (epoch %d of %d): nothing to train; test it with tracking/test.py, "
+                        "or raise TRAIN.EPOCH with --accept_config_changes to train on", layout.name,
+                        trainer.epoch, trainer.max_epoch)
+            if context.world_size > 1 and dist.is_initialized():
+                dist.destroy_process_group()
+            return trainer
     if context.is_main:
-        log.info("training %s on %s (%d process(es)), %d steps per epoch, checkpoints in %s", run_name,
-                 torch_device, context.world_size, len(train_loader), checkpoint_dir)
+        log.info("training %s on %s (%d process(es)), %d steps per epoch, checkpoints in %s", layout.name,
+                 torch_device, context.world_size, len(train_loader), layout.checkpoint_dir)
     try:
         trainer.train()
+        checkpointer.finish()
     except TrainingDivergedError as err:
-        last = latest_checkpoint(checkpoint_dir)
-        kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        saved = layout.checkpoints()
+        kept = f"the last good checkpoint is {list(saved.values())[-1]}" if saved else "no checkpoint was written yet"
         raise TrainingStoppedError(f"training stopped at epoch {trainer.current_epoch}, iteration "
                                    f"{trainer.iteration}: {err}; {kept} (lower TRAIN.LR or check the data, then "
                                    "--resume)") from None
@@ -200,18 +242,25 @@ def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None
     return trainer
 
 
-def _resume(trainer: Trainer, model: torch.nn.Module, checkpoint_dir: Path) -> None:
-    path = latest_checkpoint(checkpoint_dir)
-    if path is None:
-        log.info("--resume: no checkpoint in %s yet; starting from scratch", checkpoint_dir)
-        return
-    checkpoint = read_checkpoint(path)
-    if "trainer" not in checkpoint:
-        raise UserError(f"{path} has no trainer state (not written by this framework); it can initialise a "
-                        "model (MODEL.PRETRAIN_FILE) but not resume a run")
-    load_weights(model, path, strict=True)
-    trainer.load_state_dict(checkpoint["trainer"])
-    log.info("resumed from %s (epoch %d)", path, trainer.epoch)
+def _resume(trainer: Trainer, model: torch.nn.Module, checkpointer: Checkpointer, point: ResumePoint,
+            cfg: Config) -> None:
+    checkpointer.load_model(model, point)
+    trainer.load_state_dict(point.checkpoint["trainer"])
+    if point.accepted_changes:
+        apply_optimizer_config(cfg, trainer.optimizer, trainer.scheduler, trainer.epoch)
+    log.info("resumed from %s (epoch %d)", point.path, trainer.epoch)
+
+
+def _warn_if_test_epoch_not_kept(cfg: Config) -> None:
+    from lib.train.checkpointer import retained_epochs
+
+    train, epoch = cfg.TRAIN, cfg.TEST.EPOCH
+    if epoch <= train.EPOCH and epoch not in retained_epochs(list(range(1, train.EPOCH + 1)),
+                                                             train.SAVE_EPOCH_INTERVAL, train.KEEP_LAST_EPOCHS,
+                                                             train.EPOCH):
+        log.warning("TEST.EPOCH %d will not be kept by retention (every %d-th and the last %d epochs); raise "
+                    "TRAIN.KEEP_LAST_EPOCHS or change SAVE_EPOCH_INTERVAL", epoch, train.SAVE_EPOCH_INTERVAL,
+                    train.KEEP_LAST_EPOCHS)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -220,6 +269,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="config name or YAML path")
     parser.add_argument("--save_dir", default=None, help="output root (default: settings / LORETRACK_SAVE_DIR)")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this run")
+    parser.add_argument("--accept_config_changes", action="store_true",
+                        help="with --resume: continue with a config that differs from the run's (the changes, "
+                             "learning rate included, take effect from the next epoch)")
+    parser.add_argument("--force", action="store_true",
+                        help="start a new run even if the run folder holds one: the old run is moved aside to "
+                             "<folder>.moved-<time>, never deleted")
     parser.add_argument("--use_wandb", type=int, default=0, choices=[0, 1])
     parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--num_workers", type=int, default=None, help="override TRAIN.NUM_WORKER")
@@ -236,8 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
     cfg = load_config(args.config, overrides=args.opts, script=args.script)
-    config_name = Path(args.config).stem
-    run(cfg, args.script, config_name, save_dir=Path(args.save_dir) if args.save_dir else None, resume=args.resume,
-        use_wandb=bool(args.use_wandb), device=device, num_workers=args.num_workers, progress=not args.no_progress)
+    config_file = resolve_config_path(args.config, args.script)
+    run(cfg, args.script, config_file.stem, save_dir=Path(args.save_dir) if args.save_dir else None,
+        resume=args.resume, use_wandb=bool(args.use_wandb), device=device, num_workers=args.num_workers,
+        progress=not args.no_progress, force=args.force, accept_config_changes=args.accept_config_changes,
+        config_file=config_file)
     return 0
 

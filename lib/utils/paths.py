@@ -102,22 +102,6 @@ class Paths:
                 f"(or {ENV_PREFIX}DATA_DIR for the data root, or 'datasets: {{{key}: PATH}}' in {settings_file()})")
         return path
 
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.save_dir / "checkpoints"
-
-    @property
-    def results_dir(self) -> Path:
-        return self.save_dir / "test" / "tracking_results"
-
-    @property
-    def plots_dir(self) -> Path:
-        return self.save_dir / "test" / "result_plots"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.save_dir / "logs"
-
 
 def get_paths(workspace_dir: str | Path | None = None, data_dir: str | Path | None = None,
               save_dir: str | Path | None = None, pretrained_dir: str | Path | None = None,

@@ -3,8 +3,10 @@
 Results use OSTrack's raw format so every analysis tool reads them: ``<seq>.txt`` holds one ``x<TAB>y<TAB>w<TAB>h``
 line per frame (values truncated toward zero, frame 0 = the initial box) and ``<seq>_time.txt`` the seconds
 each frame took (``%f``; frame 0 = initialisation). Both are written atomically once the whole sequence has
-been tracked, and a sequence counts as done only when both exist, so a run killed at any point leaves no
-partial file behind and re-running it tracks only the missing sequences.
+been tracked, so a run killed at any point leaves no partial file behind and re-running it tracks only the
+missing sequences. A sequence counts as done only when both files are valid (one parsable line per frame);
+an invalid one is tracked again. With a :class:`RunIdentity`, the folder's manifest says whose results it
+holds, and results of another config, checkpoint or back-end are never reused.
 
 A tracker is anything with the pytracking interface: ``initialize(image, {'init_bbox': [x, y, w, h]})`` and
 ``track(image) -> {'target_bbox': [x, y, w, h]}``, images being RGB uint8 arrays. Workers build their own
@@ -21,9 +23,9 @@ import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import cv2
 import numpy as np
@@ -33,12 +35,11 @@ from lib.test.evaluation.data import Sequence
 from lib.utils.boxes import InvalidBoxError, validate_init_box
 from lib.utils.errors import UserError
 from lib.utils.image import read_rgb
-from lib.utils.io import atomic_write_text
+from lib.utils.io import atomic_write_text, move_aside, remove_stale_temp_files
+from lib.utils.provenance import read_manifest, now, write_manifest
+from lib.utils import run_layout
+from lib.utils.run_layout import MANIFEST_NAME, RESULT_SUBFOLDER_TAGS, result_files, results_subfolder
 
-# Benchmarks whose results go one folder deeper, ``<results_dir>/<tag>/<seq>.txt`` (as in OSTrack), because
-# their submission packers read exactly that folder.
-RESULT_SUBFOLDER_TAGS = ("got10k", "trackingnet")
-TIME_SUFFIX = "_time"
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _PR_SET_PDEATHSIG = 1
 
@@ -62,21 +63,109 @@ class TrackerOutputError(UserError):
 
 # ------------------------------------------------------------------------------------------ result files
 
+class ResultsExistError(UserError):
+    """A results folder holds results that another run made."""
+
+
 def result_path_base(results_dir: str | Path, seq: Sequence) -> Path:
-    """``<results_dir>/[<tag>/]<seq>``: the result files are this path plus ``.txt`` / ``_time.txt``."""
-    folder = Path(results_dir)
-    if seq.dataset in RESULT_SUBFOLDER_TAGS:
-        folder = folder / seq.dataset
-    return folder / seq.name
+    return run_layout.result_path_base(results_dir, seq.name, seq.dataset)
 
 
-def result_files(path_base: str | Path) -> tuple[Path, Path]:
-    """The box file and the time file of one sequence."""
-    return Path(f"{path_base}.txt"), Path(f"{path_base}{TIME_SUFFIX}.txt")
+def result_problem(results_dir: str | Path, seq: Sequence) -> str | None:
+    """Why the stored results of ``seq`` cannot be reused (None: both files are complete and parse)."""
+    box_file, time_file = result_files(result_path_base(results_dir, seq))
+    if not box_file.is_file():
+        return "no result file"
+    if not time_file.is_file():
+        return f"{time_file.name} is missing"
+    try:
+        rows = [line.split("\t") for line in box_file.read_text().splitlines()]
+        times = time_file.read_text().split()
+        boxes_ok = all(len(row) == 4 for row in rows) and np.isfinite(np.array(rows, dtype=np.float64)).all()
+        times_ok = np.isfinite(np.array(times, dtype=np.float64)).all()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return f"{box_file.name} or {time_file.name} does not parse"
+    if not boxes_ok or not times_ok:
+        return f"{box_file.name} or {time_file.name} does not parse"
+    if len(rows) != len(seq) or len(times) != len(seq):
+        return f"{len(rows)} boxes and {len(times)} times for {len(seq)} frames"
+    return None
 
 
-def has_results(results_dir: str | Path, seq: Sequence) -> bool:
-    return all(path.is_file() for path in result_files(result_path_base(results_dir, seq)))
+@dataclass(frozen=True)
+class RunIdentity:
+    """What makes results comparable: the merged config's digest, the checkpoint's SHA-256, the back-end.
+
+    ``details`` (config, paths, versions, ...) go into the manifest but do not decide whether results are reused.
+    """
+
+    config_digest: str
+    checkpoint_sha256: str | None
+    backend: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def manifest_fields(self) -> dict[str, Any]:
+        checkpoint = dict(self.details.get("checkpoint") or {}, sha256=self.checkpoint_sha256) \
+            if self.checkpoint_sha256 else None
+        return {**self.details, "config_digest": self.config_digest, "checkpoint": checkpoint,
+                "backend": self.backend}
+
+    def differences(self, manifest: dict[str, Any]) -> list[str]:
+        """What differs from the run that wrote ``manifest``."""
+        stored = {"config digest": manifest.get("config_digest"),
+                  "checkpoint SHA-256": (manifest.get("checkpoint") or {}).get("sha256"),
+                  "back-end": manifest.get("backend")}
+        current = {"config digest": self.config_digest, "checkpoint SHA-256": self.checkpoint_sha256,
+                   "back-end": self.backend}
+        return [f"{key} {str(stored[key])[:12]} -> {str(current[key])[:12]}" for key in stored
+                if stored[key] != current[key]]
+
+
+def checkpoint_identity(config: Mapping[str, Any], checkpoint: str | Path | None, backend: str = "eager",
+                        **details: Any) -> RunIdentity:
+    """The identity of tracking with ``config`` and the weights in ``checkpoint`` on ``backend``."""
+    from lib.utils.provenance import config_digest, environment, file_sha256
+
+    checkpoint_details = {"path": str(Path(checkpoint).resolve())} if checkpoint else None
+    return RunIdentity(config_digest(config), file_sha256(checkpoint) if checkpoint else None, backend,
+                       details={"config": dict(config), "checkpoint": checkpoint_details, **details,
+                                "environment": environment()})
+
+
+def _has_any_results(results_dir: Path) -> bool:
+    folders = [results_dir] + [results_dir / tag for tag in RESULT_SUBFOLDER_TAGS]
+    return any(path.suffix == ".txt" for folder in folders if folder.is_dir() for path in folder.iterdir())
+
+
+def claim_results_folder(results_dir: Path, identity: RunIdentity, dataset: str, num_sequences: int,
+                         force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Make ``results_dir`` this run's: check the manifest of what is there, write ours; returns it.
+
+    Results of another run (or of an unknown one: results without a manifest) stop the run with an error
+    naming the difference, unless ``force`` moves them aside.
+    """
+    manifest_path = results_dir / MANIFEST_NAME
+    manifest = read_manifest(manifest_path) if results_dir.is_dir() else None
+    has_results = results_dir.is_dir() and _has_any_results(results_dir)
+    if manifest is not None and not has_results:
+        manifest = None  # a run that stopped before its first sequence: nothing to keep
+    if manifest is not None:
+        problem = "; ".join(identity.differences(manifest))
+    else:
+        problem = "they have no manifest (made by another tool or an older version)" if has_results else ""
+    if problem and not force:
+        raise ResultsExistError(f"{results_dir} holds results of another run ({problem}); pass --force to move "
+                                "them aside and track again, or --runid N to track into a separate folder")
+    if problem:
+        log(f"--force: moved the results of another run ({problem}) aside to {move_aside(results_dir)}")
+        manifest = None
+    if manifest is None:
+        manifest = {"manifest_version": 1, "kind": "tracking", **identity.manifest_fields(), "datasets": {},
+                    "started": now(), "finished": None}
+    manifest.setdefault("datasets", {})[dataset] = {"sequences": num_sequences, "started": now(), "finished": None}
+    manifest["finished"] = None
+    write_manifest(manifest_path, manifest)
+    return manifest
 
 
 def format_boxes(boxes: np.ndarray) -> str:
@@ -335,8 +424,12 @@ def _run_parallel(factory: TrackerFactory, pending: list[Sequence], results_dir:
 
 def run_dataset(tracker_factory: TrackerFactory, sequences: Iterable[Sequence], results_dir: str | Path,
                 threads: int = 0, num_gpus: int = 0, debug: bool = False, show_progress: bool = True,
-                log: Callable[[str], None] = print) -> RunReport:
-    """Track every sequence that has no results yet in ``results_dir``.
+                log: Callable[[str], None] = print, identity: RunIdentity | None = None, dataset: str = "",
+                force: bool = False) -> RunReport:
+    """Track every sequence that has no valid results yet in ``results_dir``.
+
+    With ``identity`` the folder's manifest is checked and written (see :func:`claim_results_folder`;
+    ``dataset`` names the benchmark and split in it, ``force`` moves another run's results aside).
 
     ``threads`` = 0 runs in this process; otherwise that many spawned workers (each with its own tracker and
     an equal share of the CPU cores) share the sequences, worker k on ``cuda:(k mod num_gpus)`` when
@@ -347,7 +440,19 @@ def run_dataset(tracker_factory: TrackerFactory, sequences: Iterable[Sequence], 
     started = time.perf_counter()
     results_dir = Path(results_dir)
     sequences = list(sequences)
-    results = {seq.name: SequenceResult(seq.name, "skipped") for seq in sequences if has_results(results_dir, seq)}
+    manifest = None
+    if identity is not None:
+        manifest = claim_results_folder(results_dir, identity, dataset or "unnamed", len(sequences), force, log)
+    for folder in {results_dir} | {results_subfolder(results_dir, seq.dataset) for seq in sequences}:
+        for path in remove_stale_temp_files(folder):
+            log(f"removed {path}, left by a killed run")
+    results: dict[str, SequenceResult] = {}
+    for seq in sequences:
+        problem = result_problem(results_dir, seq)
+        if problem is None:
+            results[seq.name] = SequenceResult(seq.name, "skipped")
+        elif problem != "no result file":
+            log(f"{seq.name}: tracking again, the stored results are invalid ({problem})")
     pending = [seq for seq in sequences if seq.name not in results]
     if results:
         log(f"{len(results)} of {len(sequences)} sequences already have results in {results_dir}; skipping them")
@@ -364,5 +469,10 @@ def run_dataset(tracker_factory: TrackerFactory, sequences: Iterable[Sequence], 
         elif pending:
             _run_parallel(tracker_factory, pending, results_dir, min(threads, len(pending)), num_gpus, debug, record)
     report = RunReport([results[seq.name] for seq in sequences], results_dir, time.perf_counter() - started)
+    if manifest is not None:
+        entry = manifest["datasets"][dataset or "unnamed"]
+        entry.update(finished=now(), done=len(report.done), reused=len(report.skipped), failed=len(report.failed))
+        manifest["finished"] = now()
+        write_manifest(results_dir / MANIFEST_NAME, manifest)
     log(report.summary())
     return report

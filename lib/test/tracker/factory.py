@@ -8,6 +8,7 @@ from typing import Any
 from lib.config import load_config
 from lib.utils.errors import WeightsError
 from lib.utils.paths import Paths
+from lib.utils.run_layout import TrainingRun
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,7 @@ class TrackerFactory:
 
 def default_checkpoint(paths: Paths, script: str, config_name: str, epoch: int) -> Path:
     """Where training saved the epoch the config's ``TEST.EPOCH`` names (official layout and naming)."""
-    folder = paths.checkpoints_dir / "train" / script / config_name
-    path = folder / f"OSTrack_ep{epoch:04d}.pth.tar"
+    path = TrainingRun(paths, script, config_name).checkpoint_path(epoch)
     if not path.is_file():
         raise WeightsError(f"no checkpoint for TEST.EPOCH={epoch} at {path}; train first, pass --checkpoint PATH, "
                            "or set TEST.EPOCH to a saved epoch")
