@@ -1,6 +1,10 @@
 """Config overrides of the tiny models the parity fixtures were made with (shared by several tests)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import torch
+
 from lib.config import Config, load_config
 
 TINY_VIT = {"MODEL.PRETRAIN_FILE": "", "MODEL.BACKBONE.EMBED_DIM": 64, "MODEL.BACKBONE.DEPTH": 4,
@@ -25,3 +29,14 @@ def main_config(ce: bool = True, factor: float = 4.0) -> Config:
 
 def student_config() -> Config:
     return tiny_config(64, 128, ce=False, factor=5.0)
+
+
+def parity_student(folder: Path, parity_dir: Path) -> tuple[Path, torch.nn.Module]:
+    """The fixtures' trained-looking student: its YAML written to ``folder`` and the model with its weights."""
+    from lib.models import build_model
+
+    cfg = student_config()
+    model = build_model(cfg)
+    model.load_state_dict(torch.load(parity_dir / "state_dict_student.pt", weights_only=True))
+    (folder / "student.yaml").write_text(cfg.to_yaml())
+    return folder / "student.yaml", model

@@ -19,14 +19,14 @@ import pytest
 import torch
 
 from lib.config import load_config
-from lib.models import build_model, read_checkpoint, save_checkpoint
+from lib.models import read_checkpoint, save_checkpoint
 from lib.train import run_training
 from lib.train.checkpointer import Checkpointer, ResumeError, RunExistsError, retained_epochs
 from lib.utils.io import PAUSE_ENV, PAUSE_MARKER, host_tag, temp_sibling
 from lib.utils.paths import REPO_ROOT, get_paths
 from lib.utils.provenance import config_digest, file_sha256
 from lib.utils.run_layout import MANIFEST_NAME, TrainingRun, checkpoint_name, results_folder
-from tests.model_configs import student_config
+from tests.model_configs import parity_student
 from tests.training_fixtures import make_custom_dataset, tiny_training_yaml
 
 TRAIN_SCRIPT = REPO_ROOT / "tracking" / "train.py"
@@ -221,14 +221,11 @@ def test_retention_keeps_the_released_test_epoch_and_deletes_only_its_own_files(
 @pytest.fixture(scope="module")
 def tiny_tracker(tmp_path_factory, parity_dir):
     folder = tmp_path_factory.mktemp("tracker")
-    cfg = student_config()
-    model = build_model(cfg)
-    model.load_state_dict(torch.load(parity_dir / "state_dict_student.pt", weights_only=True))
-    (folder / "student.yaml").write_text(cfg.to_yaml())
+    config, model = parity_student(folder, parity_dir)
     first = save_checkpoint(folder / "student.pth.tar", model, epoch=1)
     with torch.no_grad():
         model.box_head.conv5_size.bias.add_(0.01)
-    return folder / "student.yaml", first, save_checkpoint(folder / "other.pth.tar", model, epoch=2)
+    return config, first, save_checkpoint(folder / "other.pth.tar", model, epoch=2)
 
 
 def _track(config: Path, checkpoint: Path, otb_root: Path, save_dir: Path, *extra: str):

@@ -9,12 +9,11 @@ import sys
 import time
 
 import pytest
-import torch
 
-from lib.models import build_model, save_checkpoint
+from lib.models import save_checkpoint
 from lib.utils.paths import REPO_ROOT, get_paths
 from lib.utils.run_layout import results_folder
-from tests.model_configs import student_config
+from tests.model_configs import parity_student
 
 SEQUENCES = ["Couple", "Crossing", "Football1"]
 
@@ -22,11 +21,8 @@ SEQUENCES = ["Couple", "Crossing", "Football1"]
 @pytest.fixture(scope="module")
 def tiny_tracker(tmp_path_factory, parity_dir):
     folder = tmp_path_factory.mktemp("tracker")
-    cfg = student_config()
-    model = build_model(cfg)
-    model.load_state_dict(torch.load(parity_dir / "state_dict_student.pt", weights_only=True))
-    (folder / "student.yaml").write_text(cfg.to_yaml())
-    return folder / "student.yaml", save_checkpoint(folder / "student.pth.tar", model, epoch=1)
+    config, model = parity_student(folder, parity_dir)
+    return config, save_checkpoint(folder / "student.pth.tar", model, epoch=1)
 
 
 def _test_command(config, checkpoint, otb_root, save_dir, *extra):
