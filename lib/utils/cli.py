@@ -1,17 +1,51 @@
 """Shared behaviour of the command-line scripts in ``tracking/``.
 
-Every script calls :func:`run_main`: a :class:`~lib.utils.errors.UserError` becomes one line on stderr
-and exit code 2 (the traceback only with ``--debug``); Ctrl-C exits with 130.
+Every script builds its parser with :func:`base_parser`, which declares the flags all scripts share once (as
+detectron2's ``default_argument_parser`` does), and calls :func:`run_main`: a
+:class:`~lib.utils.errors.UserError` becomes one line on stderr and exit code 2 (the traceback only with
+``--debug``); Ctrl-C exits with 130.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import traceback
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from lib.utils.errors import UserError
 
 EXIT_USER_ERROR = 2
+
+# The flags several scripts share: name -> argparse keyword arguments. A script may override a default where
+# its meaning differs (e.g. training picks the GPU when there is one).
+COMMON_FLAGS: dict[str, dict[str, Any]] = {
+    "save_dir": {"default": None, "help": "output root (default: settings / LORETRACK_SAVE_DIR)"},
+    "opts": {"nargs": "*", "default": [], "metavar": "KEY=VALUE", "help": "config overrides, e.g. TRAIN.EPOCH=10"},
+    "device": {"default": "cpu", "choices": ["cpu", "cuda"], "help": "where the network runs"},
+    "threads": {"type": int, "default": None, "help": "torch intra-op threads (default: torch's choice)"},
+    "json": {"default": None, "metavar": "PATH", "help": "also write every number to this JSON file"},
+    "no_progress": {"action": "store_true", "help": "no progress bars (logs on clusters)"},
+    "debug": {"action": "store_true", "help": "show tracebacks"},
+}
+
+
+def add_common_flags(parser: argparse.ArgumentParser | Any, *names: str, **defaults: Any) -> None:
+    """Declare the shared flags ``names`` on ``parser`` (or an argument group); ``defaults`` overrides defaults."""
+    for name in names:
+        options = dict(COMMON_FLAGS[name])
+        if name in defaults:
+            options["default"] = defaults[name]
+        parser.add_argument(f"--{name}", **options)
+
+
+def base_parser(description: str, *names: str, epilog: str | None = None, **defaults: Any
+                ) -> argparse.ArgumentParser:
+    """A parser with the shared flags ``names`` (``--debug`` always, last)."""
+    parser = argparse.ArgumentParser(description=description, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(parser, *[name for name in names if name != "debug"], **defaults)
+    add_common_flags(parser, "debug")
+    return parser
 
 
 def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
