@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from dataclasses import dataclass
@@ -263,38 +262,16 @@ def _warn_if_test_epoch_not_kept(cfg: Config) -> None:
                     train.KEEP_LAST_EPOCHS)
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train one process (tracking/train.py launches this).")
-    parser.add_argument("--script", default="ostrack", help="experiments/<script>/ folder of the config")
-    parser.add_argument("--config", required=True, help="config name or YAML path")
-    parser.add_argument("--save_dir", default=None, help="output root (default: settings / LORETRACK_SAVE_DIR)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint of this run")
-    parser.add_argument("--accept_config_changes", action="store_true",
-                        help="with --resume: continue with a config that differs from the run's (the changes, "
-                             "learning rate included, take effect from the next epoch)")
-    parser.add_argument("--force", action="store_true",
-                        help="start a new run even if the run folder holds one: the old run is moved aside to "
-                             "<folder>.moved-<time>, never deleted")
-    parser.add_argument("--use_wandb", type=int, default=0, choices=[0, 1])
-    parser.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--num_workers", type=int, default=None, help="override TRAIN.NUM_WORKER")
-    parser.add_argument("--opts", nargs="*", default=[], help="config overrides KEY=VALUE")
-    parser.add_argument("--no_progress", action="store_true")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    return parser.parse_args(argv)
+def train_config(config: str | Path, script: str = "ostrack", overrides: Sequence[str] = (),
+                 device: str | None = None, save_dir: str | Path | None = None, **options: Any) -> Trainer:
+    """Train the config ``config`` (a name in experiments/<script>/ or a YAML path) in this process.
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ``device`` None picks the GPU when there is one; ``options`` are :func:`run`'s.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
-    cfg = load_config(args.config, overrides=args.opts, script=args.script)
-    config_file = resolve_config_path(args.config, args.script)
-    run(cfg, args.script, config_file.stem, save_dir=Path(args.save_dir) if args.save_dir else None,
-        resume=args.resume, use_wandb=bool(args.use_wandb), device=device, num_workers=args.num_workers,
-        progress=not args.no_progress, force=args.force, accept_config_changes=args.accept_config_changes,
-        config_file=config_file)
-    return 0
-
+    cfg = load_config(config, overrides=list(overrides), script=script)
+    config_file = resolve_config_path(config, script)
+    return run(cfg, script, config_file.stem, save_dir=Path(save_dir) if save_dir else None, device=device,
+               config_file=config_file, **options)

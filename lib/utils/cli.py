@@ -29,22 +29,26 @@ COMMON_FLAGS: dict[str, dict[str, Any]] = {
 }
 
 
-def add_common_flags(parser: argparse.ArgumentParser | Any, *names: str, **defaults: Any) -> None:
-    """Declare the shared flags ``names`` on ``parser`` (or an argument group); ``defaults`` overrides defaults."""
+def add_common_flags(parser: argparse.ArgumentParser | Any, *names: str, **overrides: Any) -> None:
+    """Declare the shared flags ``names`` on ``parser`` (or an argument group).
+
+    ``overrides`` maps a flag name to its default, or to a dict of argparse options (``default``, ``help``).
+    """
     for name in names:
         options = dict(COMMON_FLAGS[name])
-        if name in defaults:
-            options["default"] = defaults[name]
+        if name in overrides:
+            change = overrides[name]
+            options.update(change if isinstance(change, dict) else {"default": change})
         parser.add_argument(f"--{name}", **options)
 
 
-def base_parser(description: str, *names: str, epilog: str | None = None, **defaults: Any
+def base_parser(description: str, *names: str, epilog: str | None = None, **overrides: Any
                 ) -> argparse.ArgumentParser:
-    """A parser with the shared flags ``names`` (``--debug`` always, last)."""
+    """A parser with the shared flags ``names`` and ``--debug`` (see :func:`add_common_flags` for ``overrides``)."""
     parser = argparse.ArgumentParser(description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_flags(parser, *[name for name in names if name != "debug"], **defaults)
-    add_common_flags(parser, "debug")
+    add_common_flags(parser, *[name for name in names if name != "debug"], **overrides)
+    add_common_flags(parser, "debug", **overrides)
     return parser
 
 
