@@ -112,3 +112,38 @@ def test_vit_b_parameter_count(search, expected_params):
     standalone = sum(p.numel() for n, p in model.named_parameters() if "pos_embed" in n or "cls_token" in n) / 1e6
     assert round(total, 2) == expected_params
     assert round(total - standalone, 2) == 92.12
+
+
+def test_a_config_inherits_its_base_and_states_only_what_differs(tmp_path):
+    (tmp_path / "bases").mkdir()
+    (tmp_path / "bases" / "base.yaml").write_text("TRAIN: {LR: 0.002, EPOCH: 7}\nDATA:\n  SEARCH: {SIZE: 256}\n")
+    (tmp_path / "middle.yaml").write_text("_BASE_: bases/base.yaml\nTRAIN: {EPOCH: 9}\n")
+    (tmp_path / "child.yaml").write_text("_BASE_: middle.yaml\nDATA:\n  SEARCH: {SIZE: 128}\n")
+    cfg = load_config(tmp_path / "child.yaml", overrides=["TRAIN.LR=0.003"])
+    assert (cfg.TRAIN.EPOCH, cfg.DATA.SEARCH.SIZE, cfg.TRAIN.LR) == (9, 128, 0.003)
+    assert cfg.DATA.SEARCH.FACTOR == 5.0  # untouched keys keep the defaults
+    assert "_BASE_" not in cfg
+
+
+def test_released_loretrack_configs_differ_from_their_base_only_in_sizes():
+    base = load_config("loretrack_256", script="loretrack").to_dict()
+    for size in (192, 128, 96):
+        cfg = load_config(f"loretrack_{size}", script="loretrack")
+        assert (cfg.DATA.SEARCH.SIZE, cfg.DATA.TEMPLATE.SIZE, cfg.TEST.SEARCH_SIZE) == (size, size // 2, size)
+        cfg.DATA.SEARCH.SIZE, cfg.DATA.TEMPLATE.SIZE = 256, 128
+        cfg.TEST.SEARCH_SIZE, cfg.TEST.TEMPLATE_SIZE = 256, 128
+        assert cfg.to_dict() == base
+
+
+def test_base_mistakes_are_errors_naming_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("_BASE_: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: its _BASE_ file .*missing\.yaml does not exist"):
+        load_config(tmp_path / "c.yaml")
+    (tmp_path / "e.yaml").write_text("TRAIN: {LR: 0.1}\n")
+    (tmp_path / "d.yaml").write_text("_BASE_: e.yaml\nTRAIN: {LRR: 1}\n")
+    with pytest.raises(ConfigError, match=r"d\.yaml: unknown key 'TRAIN\.LRR'"):
+        load_config(tmp_path / "d.yaml")

@@ -1,7 +1,8 @@
 """Load an experiment YAML on top of the defaults, strictly.
 
 An unknown key, a wrong type or malformed YAML is a :class:`~lib.utils.errors.ConfigError` naming the
-key and the file: a typo in a config must never silently fall back to a default.
+key and the file: a typo in a config must never silently fall back to a default. A file may inherit another
+with ``_BASE_: <path relative to it>`` (as in detectron2) and state only what differs.
 """
 from __future__ import annotations
 
@@ -114,6 +115,28 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return content
 
 
+BASE_KEY = "_BASE_"
+
+
+def read_yaml_chain(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """``path``'s content preceded by its bases' (``_BASE_``), each with its source: merged in this order."""
+    resolved = path.resolve()
+    if resolved in seen:
+        cycle = " -> ".join(str(p) for p in (*seen, resolved))
+        raise ConfigError(f"{path}: {BASE_KEY} forms a cycle ({cycle}); remove one of the {BASE_KEY} entries")
+    content = read_yaml(path)
+    base = content.pop(BASE_KEY, None)
+    if base is None:
+        return [(str(path), content)]
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: {BASE_KEY} must be the path of another YAML file, got {base!r}")
+    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: its {BASE_KEY} file {base_path} does not exist; fix the path (relative to "
+                          f"{path.parent})")
+    return [*read_yaml_chain(base_path, (*seen, resolved)), (str(path), content)]
+
+
 def _dotted_to_nested(overrides: Mapping[str, Any] | Iterable[str]) -> dict[str, Any]:
     """Accept ``{'MODEL.BACKBONE.DEPTH': 4}``, nested dicts, or ``['MODEL.BACKBONE.DEPTH=4', ...]``."""
     items: list[tuple[str, Any]] = []
@@ -198,7 +221,8 @@ def load_config(path: str | Path | None = None,
     if path is not None:
         yaml_path = resolve_config_path(path, script)
         source = str(yaml_path)
-        merge_into(merged, read_yaml(yaml_path), source)
+        for part_source, content in read_yaml_chain(yaml_path):
+            merge_into(merged, content, part_source)
     if overrides:
         merge_into(merged, _dotted_to_nested(overrides), "overrides")
         source = f"{source} + overrides"
