@@ -121,8 +121,10 @@ class Demo:
 
     # -------------------------------------------------------------------------------------------- run
     def run(self) -> DemoResult:
-        from lib.test.analysis.results import TrackerSpec, analyse, format_table, score_rows
+        from lib.test.analysis.analysis import analyse
         from lib.test.analysis.plots import plot_scores
+        from lib.test.analysis.report import format_table, score_rows
+        from lib.test.analysis.result_files import TrackerSpec
 
         start = time.perf_counter()
         s = self.settings
@@ -176,7 +178,8 @@ class Demo:
 
     def _per_seed(self, sequences, specs) -> dict[str, dict[str, float]]:
         """AUC of every seed separately, with mean and standard deviation (students only)."""
-        from lib.test.analysis.results import TrackerSpec, analyse
+        from lib.test.analysis.analysis import analyse
+        from lib.test.analysis.result_files import TrackerSpec
 
         summary = {}
         for spec in specs:
@@ -190,7 +193,7 @@ class Demo:
 
     def _video(self, seq, specs) -> Path:
         """The first test sequence with the ground truth and every tracker's boxes."""
-        from lib.test.analysis.results import ResultFolder, load_boxes
+        from lib.test.analysis.result_files import ResultFolder, load_boxes
         from lib.utils.image import read_rgb
         from lib.utils.video import BoxVideoWriter
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lib.test.analysis import workflow
+from lib.test.analysis.analysis import analyse
 from lib.test.analysis.metrics import OP50_INDEX, evaluate_sequence
-from lib.test.analysis.results import TrackerSpec, analyse, load_boxes
+from lib.test.analysis.result_files import TrackerSpec, load_boxes
 from lib.test.analysis.trackingnet import evaluate_trackingnet
 from lib.test.evaluation.data import Sequence
 from lib.utils.cli import run_main
@@ -197,7 +199,7 @@ def analysis_cli(monkeypatch, shared_data):
     monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
     module = importlib.import_module("analysis_results")
     sequences = otb_mini_sequences(shared_data)
-    monkeypatch.setattr(module, "load_dataset", lambda name, paths, root, names: sequences)
+    monkeypatch.setattr(workflow, "load_dataset", lambda name, paths, root, names: sequences)
     return module
 
 
@@ -286,10 +288,10 @@ def test_cli_got10k_val_adds_ao_and_sr(monkeypatch, tmp_path, capsys):
     gt = np.tile([10.0, 10.0, 20.0, 20.0], (4, 1))
     sequences = [Sequence(f"GOT-10k_Val_{i:06d}", [], "got10k", gt,
                           extras={"cover": np.array([8, 8, 8, 0]), "resolution": (64, 64)}) for i in (1, 2)]
-    monkeypatch.setattr(module, "load_dataset", lambda name, paths, root, names: sequences)
+    monkeypatch.setattr(workflow, "load_dataset", lambda name, paths, root, names: sequences)
     run = results_subfolder(results_folder(get_paths(save_dir=tmp_path / "out"), "trk", "cfg"), "got10k")
     run.mkdir(parents=True)
-    for seq, shift in zip(sequences, (0.0, 10.0)):  # IoU 1 and 1/3 on frames 1-2; frame 3 is hidden
+    for seq, shift in zip(sequences, (0.0, 10.0), strict=True):  # IoU 1 and 1/3 on frames 1-2; frame 3 is hidden
         np.savetxt(run / f"{seq.name}.txt", gt + [shift, 0, 0, 0], fmt="%d", delimiter="\t")
     argv = ["--dataset", "got10k_val", "--tracker", "trk", "--param", "cfg", "--save_dir", str(tmp_path / "out"),
             "--json", str(tmp_path / "r.json")]

@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.test.analysis import results as results_module
+from lib.test.analysis import analysis as analysis_module
+from lib.test.analysis import workflow
+from lib.test.analysis.analysis import analyse
 from lib.test.analysis.metrics import LENGTH_PADDED, LENGTH_TRUNCATED
-from lib.test.analysis.results import TrackerSpec, analyse, load_boxes
+from lib.test.analysis.result_files import TrackerSpec, load_boxes
 from lib.test.evaluation.data import Sequence
-from lib.test.utils.packing import pack_main, run_results_folder
+from lib.test.utils.packing import run_results_folder
 from lib.utils import run_layout
 from lib.utils.cli import run_main
 from lib.utils.paths import get_paths
@@ -66,7 +68,7 @@ def cli(monkeypatch, sequences):
     """``tracking/analysis_results.py`` in-process, reading ``sequences`` as dataset 'otb'."""
     monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
     module = importlib.import_module("analysis_results")
-    monkeypatch.setattr(module, "load_dataset", lambda name, paths, root, names: sequences)
+    monkeypatch.setattr(workflow, "load_dataset", lambda name, paths, root, names: sequences)
     return module
 
 
@@ -74,8 +76,8 @@ def cli(monkeypatch, sequences):
 def evaluations(monkeypatch) -> list[int]:
     """Counts the per-sequence metric computations (cache misses)."""
     calls: list[int] = []
-    original = results_module.evaluate_sequence
-    monkeypatch.setattr(results_module, "evaluate_sequence", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = analysis_module.evaluate_sequence
+    monkeypatch.setattr(analysis_module, "evaluate_sequence", lambda *a, **k: calls.append(1) or original(*a, **k))
     return calls
 
 
@@ -163,7 +165,7 @@ def test_cli_strict_turns_a_mismatch_into_a_failure_with_exit_code_1(cli, sequen
 def test_no_cache_and_its_alias_force_recompute_every_metric(cli, sequences, tmp_path, capsys, evaluations):
     folder = write_run(tmp_path / "trk", sequences)
     argv = ["--dataset", "otb", "--result_dir", str(folder), "--save_dir", str(tmp_path / "out")]
-    cache_file = run_layout.plots_root(get_paths(save_dir=tmp_path / "out")) / "otb" / cli.CACHE_FILE_NAME
+    cache_file = run_layout.plots_root(get_paths(save_dir=tmp_path / "out")) / "otb" / workflow.CACHE_FILE_NAME
     assert run_main(cli.main, argv) == 0 and len(evaluations) == 3 and cache_file.is_file()
     assert run_main(cli.main, argv) == 0 and len(evaluations) == 3
     assert run_main(cli.main, argv + ["--no_cache"]) == 0 and len(evaluations) == 6
@@ -250,13 +252,14 @@ def test_backend_runs_are_found_where_the_layout_puts_them(cli, sequences, tmp_p
         run_layout.results_subfolder(run_layout.results_folder(paths, "trk", "cfg", 2, "onnx"), "got10k")
 
 
-def test_packers_find_backend_runs(tmp_path, capsys):
+def test_packers_find_backend_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
+    pack_trackingnet = importlib.import_module("pack_trackingnet")
     paths = get_paths(save_dir=tmp_path / "out")
     folder = run_layout.results_subfolder(run_layout.results_folder(paths, "trk", "cfg", None, "onnx"), "trackingnet")
     write_boxes(folder / "abc_0.txt", [[1.5, 2, 3, 4]])
     argv = ["--tracker", "trk", "--param", "cfg", "--backend", "onnx", "--save_dir", str(tmp_path / "out")]
-    assert run_main(lambda args: pack_main(args, "trackingnet", "pack"), argv) == 0
+    assert run_main(pack_trackingnet.main, argv) == 0
     assert (folder.parent / "trackingnet_submit.zip").is_file()
-    assert run_main(lambda args: pack_main(args, "trackingnet", "pack"),
-                    ["--result_dir", str(folder), "--backend", "onnx"]) == 2
+    assert run_main(pack_trackingnet.main, ["--result_dir", str(folder), "--backend", "onnx"]) == 2
     assert "either --result_dir or --tracker" in capsys.readouterr().err

@@ -9,13 +9,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib.test.analysis import results as results_module
+from lib.test.analysis import analysis as analysis_module
+from lib.test.analysis.analysis import analyse
+from lib.test.analysis.cache import MetricsCache
 from lib.test.analysis.got10k import evaluate_got10k
-from lib.test.analysis.metrics import (CENTER_THRESHOLDS, NORM_CENTER_THRESHOLDS, OP50_INDEX, OP75_INDEX,
-                                       OVERLAP_THRESHOLDS, AnnotationError, InvalidResultError, box_iou,
-                                       evaluate_sequence, frame_errors)
-from lib.test.analysis.results import (MetricsCache, TrackerSpec, analyse, format_report, format_table, load_boxes,
-                                       parse_boxes, write_json)
+from lib.test.analysis.metrics import (
+    CENTER_THRESHOLDS,
+    NORM_CENTER_THRESHOLDS,
+    OP50_INDEX,
+    OP75_INDEX,
+    OVERLAP_THRESHOLDS,
+    AnnotationError,
+    InvalidResultError,
+    box_iou,
+    evaluate_sequence,
+    frame_errors,
+)
+from lib.test.analysis.report import format_report, format_table, write_json
+from lib.test.analysis.result_files import TrackerSpec, load_boxes, parse_boxes
 from lib.test.evaluation.data import Sequence
 from lib.test.utils.packing import PackingError, pack_got10k, pack_trackingnet
 
@@ -265,8 +276,8 @@ def test_cache_is_reused_and_invalidated_when_a_result_file_changes(tmp_path, mo
     for seq in sequences:
         write_fixed_width(folder / f"{seq.name}.txt", seq.ground_truth_rect + 2.0)
     calls = []
-    original = results_module.evaluate_sequence
-    monkeypatch.setattr(results_module, "evaluate_sequence", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = analysis_module.evaluate_sequence
+    monkeypatch.setattr(analysis_module, "evaluate_sequence", lambda *a, **k: calls.append(1) or original(*a, **k))
     cache_file = tmp_path / "cache" / "metrics_cache.json"
     spec = [TrackerSpec.from_folder(folder)]
     first = analyse(sequences, spec, "t", cache=MetricsCache(cache_file)).scores()["trk"]

@@ -5,14 +5,16 @@
 """
 from __future__ import annotations
 
-import _init_paths  # noqa: F401
+from collections.abc import Sequence
 
-from lib.test.utils.packing import pack_main
+import _init_paths  # noqa: F401
+from _pack_cli import pack_command
+
 from lib.utils.cli import run_main
 
 
-def main(argv: list[str] | None = None) -> int:
-    return pack_main(argv, "got10k", __doc__.splitlines()[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    return pack_command(argv, "got10k", __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -16,14 +16,15 @@ without ``resolution`` boxes are not clipped. Our IoU has no epsilon in the deno
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from collections.abc import Sequence as SequenceType
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence as SequenceType
 
 import numpy as np
 
 from lib.test.analysis.metrics import InvalidResultError, box_iou, check_predictions
-from lib.test.analysis.results import ResultFolder, decode, load_boxes, parse_times, read_bytes
+from lib.test.analysis.result_files import ResultFolder, decode, load_boxes, parse_times, read_bytes
 from lib.test.evaluation.data import Sequence
 from lib.utils.run_layout import TIME_SUFFIX, results_subfolder
 

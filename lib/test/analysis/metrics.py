@@ -55,7 +55,7 @@ class InvalidResultError(UserError):
         self.path = Path(path) if path is not None else None
         super().__init__(f"{path}: {reason}" if path is not None else reason)
 
-    def at(self, path: str | Path) -> "InvalidResultError":
+    def at(self, path: str | Path) -> InvalidResultError:
         """The same error, attributed to ``path`` unless it already names a file."""
         return self if self.path is not None else InvalidResultError(self.reason, path)
 

@@ -5,9 +5,9 @@ plain machine; here the figures are PNG + PDF only, written atomically.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import matplotlib
 
@@ -15,8 +15,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+from lib.test.analysis.analysis import Scores  # noqa: E402
 from lib.test.analysis.metrics import CENTER_THRESHOLDS, NORM_CENTER_THRESHOLDS, OVERLAP_THRESHOLDS  # noqa: E402
-from lib.test.analysis.results import Scores  # noqa: E402
 from lib.utils.io import atomic_path  # noqa: E402
 
 PLOT_FORMATS = ("png", "pdf")

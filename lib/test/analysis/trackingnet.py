@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.test.analysis.metrics import box_iou, center_error, normalized_center_error
-from lib.test.analysis.results import decode, parse_boxes
+from lib.test.analysis.result_files import decode, parse_boxes
 from lib.utils.errors import UserError
 
 NUM_THRESHOLDS = 21

@@ -10,15 +10,17 @@ Box values are written as integers truncated toward zero (OSTrack's ``astype(int
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.test.analysis.metrics import InvalidResultError, check_predictions
-from lib.test.analysis.results import AUXILIARY_SUFFIXES, decode, load_boxes, parse_times, read_bytes
+from lib.test.analysis.result_files import AUXILIARY_SUFFIXES, decode, load_boxes, parse_times, read_bytes
 from lib.test.evaluation.running import format_boxes
 from lib.utils import run_layout
 from lib.utils.errors import UserError
 from lib.utils.io import atomic_path
+from lib.utils.paths import get_paths
 
 GOT10K_TEST_SEQUENCES = 180
 TRACKINGNET_TEST_SEQUENCES = 511
@@ -30,6 +32,8 @@ class PackingError(UserError):
 
 @dataclass
 class PackSummary:
+    """What was packed where, and what the server may object to."""
+
     zip_path: Path
     sequences: list[str]
     warnings: list[str] = field(default_factory=list)
@@ -124,41 +128,30 @@ def default_zip_path(folder: Path) -> Path:
     return folder.parent / f"{folder.name}_submit.zip"
 
 
-def pack_main(argv: list[str] | None, tag: str, description: str) -> int:
-    """Shared command line of ``tracking/pack_got10k.py`` and ``tracking/pack_trackingnet.py``."""
-    import argparse
-
-    from lib.utils.paths import get_paths
-
-    packers = {"got10k": pack_got10k, "trackingnet": pack_trackingnet}
-    parser = argparse.ArgumentParser(description=description)
-    source = parser.add_argument_group("results to pack (either --tracker/--param or --result_dir)")
-    source.add_argument("--tracker", help="tracker name, e.g. ostrack")
-    source.add_argument("--param", help="parameter/config name, e.g. vitb_256_mae_ce_32x4_ep300")
-    source.add_argument("--run_id", type=int, default=None, help="run id the results were written with")
-    source.add_argument("--backend", default=run_layout.DEFAULT_BACKEND,
-                        help="back-end the results were written with (tracking/test.py --backend)")
-    source.add_argument("--result_dir", help="any folder of <seq>.txt results (instead of --tracker/--param)")
-    parser.add_argument("--save_dir", default=None,
-                        help="output root holding test/tracking_results (default: from the settings)")
-    parser.add_argument("--output", default=None, help="zip to write (default: <result folder>_submit.zip beside it)")
-    parser.add_argument("--force", action="store_true", help="replace the zip if it exists (results are never touched)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = parser.parse_args(argv)
-    if args.result_dir:
-        if args.tracker or args.param or args.backend != run_layout.DEFAULT_BACKEND:
+def results_folder_to_pack(tag: str, result_dir: str | Path | None = None, tracker: str | None = None,
+                          param: str | None = None, run_id: int | None = None,
+                          backend: str = run_layout.DEFAULT_BACKEND, save_dir: str | Path | None = None) -> Path:
+    """The folder to pack: ``result_dir`` (or its ``<tag>/`` sub-folder when only that holds results), or where
+    our runner wrote the ``tag`` results of ``tracker``/``param``; the messages name the packers' flags."""
+    if result_dir:
+        if tracker or param or backend != run_layout.DEFAULT_BACKEND:
             raise PackingError("give either --result_dir or --tracker/--param[/--backend], not both")
-        folder = Path(args.result_dir)
+        folder = Path(result_dir)
         if run_layout.results_subfolder(folder, tag).is_dir() and not any(folder.glob("*.txt")):
             folder = run_layout.results_subfolder(folder, tag)
-    elif args.tracker and args.param:
-        folder = run_results_folder(run_layout.results_root(get_paths(save_dir=args.save_dir)), args.tracker,
-                                    args.param, args.run_id, tag, args.backend)
-    else:
-        raise PackingError("nothing to pack: give --tracker NAME --param CONFIG [--run_id N] [--backend B], or "
-                           "--result_dir PATH")
-    summary = packers[tag](folder, Path(args.output) if args.output else default_zip_path(folder), force=args.force)
-    for warning in summary.warnings:
-        print(f"warning: {warning}")
-    print(f"packed {len(summary.sequences)} sequences from {folder} into {summary.zip_path}")
-    return 0
+        return folder
+    if tracker and param:
+        return run_results_folder(run_layout.results_root(get_paths(save_dir=save_dir)), tracker, param, run_id, tag,
+                                  backend)
+    raise PackingError("nothing to pack: give --tracker NAME --param CONFIG [--run_id N] [--backend B], or "
+                       "--result_dir PATH")
+
+
+PACKERS: dict[str, Callable[[Path, Path, bool], PackSummary]] = {"got10k": pack_got10k,
+                                                                 "trackingnet": pack_trackingnet}
+
+
+def pack_results(tag: str, folder: str | Path, output: str | Path | None = None, force: bool = False) -> PackSummary:
+    """Pack ``folder`` for the ``tag`` server into ``output`` (default: ``<folder>_submit.zip`` beside it)."""
+    folder = Path(folder)
+    return PACKERS[tag](folder, Path(output) if output else default_zip_path(folder), force)

@@ -1,10 +1,4 @@
-"""Raw tracking results: locating and loading them, scoring them per sequence (with a cache), aggregating.
-
-Result layout (OSTrack/pytracking, named by :mod:`lib.utils.run_layout`):
-``<results_root>/<tracker>/<param>[_<run:03d>][_<backend>]/<seq>.txt`` (+ ``<seq>_time.txt``); our runner
-writes GOT-10k and TrackingNet results one folder deeper, in ``<tag>/``. Both places are searched, so local
-GOT-10k-val analysis works. Folders of external raw results (other toolkits, other name casing such as
-``jogging_1.txt`` for ``Jogging_1``) are matched case-insensitively when the exact name is absent.
+"""Scoring every tracker on every sequence, collecting what failed, and aggregating the scores.
 
 Broken results never abort an analysis. Every unreadable, missing or unscorable file becomes a
 :class:`ResultFailure` that names tracker, sequence, file and reason. By default a tracker with any failure
@@ -19,225 +13,33 @@ a failure instead. The report also tells what was scored: each run folder's mani
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import math
+from collections.abc import Iterable, Mapping
+from collections.abc import Sequence as SequenceType
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence as SequenceType
 
 import numpy as np
 
-from lib.test.analysis.metrics import (CENTER_THRESHOLDS, NORM_CENTER_THRESHOLDS, OP50_INDEX, OP75_INDEX,
-                                       OVERLAP_THRESHOLDS, PRECISION_INDEX, InvalidResultError, SequenceMetrics,
-                                       evaluate_sequence, length_fix, mean_metrics)
+from lib.test.analysis.cache import MetricsCache, sequence_fingerprint
+from lib.test.analysis.metrics import (
+    CENTER_THRESHOLDS,
+    NORM_CENTER_THRESHOLDS,
+    OP50_INDEX,
+    OP75_INDEX,
+    OVERLAP_THRESHOLDS,
+    PRECISION_INDEX,
+    InvalidResultError,
+    SequenceMetrics,
+    evaluate_sequence,
+    length_fix,
+    mean_metrics,
+)
+from lib.test.analysis.result_files import ResultFolder, TrackerSpec, decode, parse_boxes, parse_times, read_bytes
 from lib.test.evaluation.data import Sequence
-from lib.utils.box_files import TableFormatError, parse_box_table
 from lib.utils.errors import UserError
-from lib.utils.io import atomic_write_text
 from lib.utils.provenance import ManifestError, files_digest, read_manifest
-from lib.utils.run_layout import DEFAULT_BACKEND, MANIFEST_NAME, TIME_SUFFIX, results_run_name, results_subfolder
+from lib.utils.run_layout import MANIFEST_NAME, results_subfolder
 
-# Extra per-sequence outputs of trackers that are not box files.
-AUXILIARY_SUFFIXES = (TIME_SUFFIX, "_all_boxes", "_all_scores", "_object_presence_scores")
-CACHE_VERSION = 2  # 2: entries hold the number of result rows, so length mismatches survive a cache hit
-CACHE_MAX_ENTRIES = 10_000  # about 25 MB of JSON; the least recently used entries go first
-
-
-# ----------------------------------------------------------------------------------------------- loading
-
-def parse_boxes(text: str, source: str | Path = "<text>") -> np.ndarray:
-    """Parse ``x y w h`` lines (tabs, commas or spaces); ``source`` only labels errors."""
-    try:
-        return parse_box_table(text)
-    except TableFormatError as err:
-        hint = ("re-run the tracker on this sequence" if "empty" in str(err)
-                else "expected one 'x,y,w,h' line per frame, tab- or comma-separated")
-        raise InvalidResultError(f"{err}; {hint}", source) from None
-
-
-def read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as err:
-        raise InvalidResultError(f"cannot be read ({err.strerror}); check the file and its permissions",
-                                 path) from None
-
-
-def load_boxes(path: str | Path) -> np.ndarray:
-    """Load a result or annotation file as an (N, 4) float64 array."""
-    path = Path(path)
-    return parse_boxes(decode(read_bytes(path), path), path)
-
-
-def decode(data: bytes, source: Path) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidResultError("not a text file; expected 'x,y,w,h' lines", source) from None
-
-
-def parse_times(text: str, source: str | Path) -> np.ndarray:
-    """Per-frame seconds from a ``<seq>_time.txt`` file (one value per line; extra columns are repetitions)."""
-    try:
-        return np.array(text.replace(",", " ").replace("\t", " ").split(), dtype=np.float64)
-    except ValueError:
-        raise InvalidResultError("time file holds non-numbers; expected one float (seconds) per line",
-                                 source) from None
-
-
-# ---------------------------------------------------------------------------------------------- trackers
-
-@dataclass(frozen=True)
-class TrackerSpec:
-    """One row of the report: one or several runs whose per-sequence curves are averaged."""
-
-    display_name: str
-    run_dirs: tuple[Path, ...]
-
-    @classmethod
-    def from_run(cls, results_root: str | Path, name: str, param: str, run_ids: SequenceType[int] | None = None,
-                 display_name: str | None = None, backend: str = DEFAULT_BACKEND) -> "TrackerSpec":
-        """Our own runs: ``<results_root>/<name>/<param>[_<run:03d>][_<backend>]``, one folder per run id."""
-        base = Path(results_root) / name
-        run_ids = list(run_ids or [None])
-        dirs = tuple(base / results_run_name(param, run_id, backend) for run_id in run_ids)
-        default_name = f"{name}_{results_run_name(param, run_ids[0] if len(run_ids) == 1 else None, backend)}"
-        return cls(display_name or default_name, dirs)
-
-    @classmethod
-    def from_folder(cls, folder: str | Path, display_name: str | None = None) -> "TrackerSpec":
-        """Any folder of raw ``<seq>.txt`` files (e.g. published results of another tracker)."""
-        folder = Path(folder)
-        return cls(display_name or folder.name, (folder,))
-
-
-class ResultFolder:
-    """The box and time files of one run folder, found exactly or case-insensitively."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._listings: dict[Path, dict[str, list[Path]]] = {}
-
-    def _listing(self, folder: Path) -> dict[str, list[Path]]:
-        if folder not in self._listings:
-            entries: dict[str, list[Path]] = {}
-            if folder.is_dir():
-                for file in folder.iterdir():
-                    if file.suffix == ".txt":
-                        entries.setdefault(file.stem.lower(), []).append(file)
-            self._listings[folder] = entries
-        return self._listings[folder]
-
-    def _find(self, stem: str, tag: str) -> Path | None:
-        folders = list(dict.fromkeys([results_subfolder(self.path, tag), self.path]))
-        for folder in folders:
-            exact = folder / f"{stem}.txt"
-            if exact.is_file():
-                return exact
-        for folder in folders:
-            matches = self._listing(folder).get(stem.lower(), [])
-            if len(matches) == 1:
-                return matches[0]
-        return None
-
-    def box_file(self, seq: Sequence) -> Path | None:
-        return self._find(seq.name, seq.dataset)
-
-    def time_file(self, seq: Sequence) -> Path | None:
-        return self._find(seq.name + TIME_SUFFIX, seq.dataset)
-
-
-# ------------------------------------------------------------------------------------------------- cache
-
-def _digest(*parts: bytes) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
-    return h.hexdigest()
-
-
-def sequence_fingerprint(seq: Sequence) -> str:
-    """Identifies everything about the ground truth that the metric reads."""
-    visible = b"" if seq.target_visible is None else np.asarray(seq.target_visible, dtype=bool).tobytes()
-    gt = np.ascontiguousarray(seq.ground_truth_rect, dtype=np.float64)
-    return _digest(seq.dataset.encode(), gt.tobytes(), visible)
-
-
-class MetricsCache:
-    """Per-sequence metrics keyed by the *content* of the result file and of the ground truth.
-
-    OSTrack's cache was keyed on sequence and tracker names only, so re-run results were silently scored
-    with stale numbers. Here any change of the result bytes, the annotation, the tag or the options gives a
-    new key. ``path=None`` is an in-memory cache (nothing is written).
-    """
-
-    def __init__(self, path: str | Path | None = None, load: bool = True) -> None:
-        """``load=False`` starts empty (a forced re-evaluation) but still saves to ``path``."""
-        self.path = Path(path) if path is not None else None
-        self._entries: dict[str, dict] = {}
-        self._dirty = False
-        self.warning: str | None = None
-        if load and self.path is not None and self.path.is_file():
-            try:
-                content = json.loads(self.path.read_text())
-                if content.get("version") == CACHE_VERSION:
-                    self._entries = dict(content.get("entries", {}))
-            except (OSError, ValueError, AttributeError) as err:
-                self.warning = f"ignoring unreadable metrics cache {self.path} ({err}); it will be rebuilt"
-
-    @staticmethod
-    def metrics_key(result_bytes: bytes, gt_fingerprint: str, exclude_invalid_frames: bool) -> str:
-        return _digest(b"metrics", result_bytes, gt_fingerprint.encode(), str(bool(exclude_invalid_frames)).encode())
-
-    @staticmethod
-    def timing_key(time_bytes: bytes) -> str:
-        return _digest(b"timing", time_bytes)
-
-    def get(self, key: str) -> dict | None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:  # re-insert: dict order doubles as recency order (saved with the next change)
-            self._entries[key] = entry
-        return entry
-
-    def put(self, key: str, value: dict) -> None:
-        self._entries.pop(key, None)
-        self._entries[key] = value
-        self._dirty = True
-
-    def get_metrics(self, key: str) -> tuple[SequenceMetrics, int] | None:
-        """The metrics and the number of rows of the result file they were computed from, if cached."""
-        entry = self.get(key)
-        if entry is None:
-            return None
-        metrics = SequenceMetrics(success=np.asarray(entry["success"]), precision=np.asarray(entry["precision"]),
-                                  norm_precision=np.asarray(entry["norm_precision"]),
-                                  avg_overlap=float(entry["avg_overlap"]) if entry["avg_overlap"] is not None
-                                  else float("nan"),
-                                  num_frames=int(entry["num_frames"]),
-                                  num_valid_frames=int(entry["num_valid_frames"]))
-        return metrics, int(entry["result_rows"])
-
-    def put_metrics(self, key: str, metrics: SequenceMetrics, result_rows: int) -> None:
-        self.put(key, {"success": metrics.success.tolist(), "precision": metrics.precision.tolist(),
-                       "norm_precision": metrics.norm_precision.tolist(),
-                       "avg_overlap": None if math.isnan(metrics.avg_overlap) else metrics.avg_overlap,
-                       "num_frames": metrics.num_frames, "num_valid_frames": metrics.num_valid_frames,
-                       "result_rows": result_rows})
-
-    def save(self) -> None:
-        if self.path is None or not self._dirty:
-            return
-        excess = len(self._entries) - CACHE_MAX_ENTRIES
-        if excess > 0:
-            for key in list(self._entries)[:excess]:
-                del self._entries[key]
-        atomic_write_text(self.path, json.dumps({"version": CACHE_VERSION, "entries": self._entries}))
-        self._dirty = False
-
-
-# --------------------------------------------------------------------------------------------- analysis
 
 @dataclass(frozen=True)
 class ResultFailure:
@@ -546,7 +348,7 @@ def analyse(sequences: SequenceType[Sequence], trackers: SequenceType[TrackerSpe
     folders = [[ResultFolder(d) for d in spec.run_dirs] for spec in trackers]
     for seq in sequences:
         fingerprint = sequence_fingerprint(seq)
-        for result, run_folders in zip(results, folders):
+        for result, run_folders in zip(results, folders, strict=True):
             runs, timing, failed = [], [], False
             for folder in run_folders:
                 try:
@@ -574,97 +376,3 @@ def analyse(sequences: SequenceType[Sequence], trackers: SequenceType[TrackerSpe
         scored = [s.name for s in sequences]
     return AnalysisReport(report_name, list(sequences), results, scored, exclude_invalid_frames, skip_failed_sequences,
                           strict_length)
-
-
-# -------------------------------------------------------------------------------------------- reporting
-
-TABLE_COLUMNS = ("AUC", "OP50", "OP75", "Precision", "Norm Precision")
-
-
-def format_table(report_name: str, rows: Mapping[str, Mapping[str, float | None]],
-                 columns: SequenceType[str] = TABLE_COLUMNS) -> str:
-    """OSTrack's text table: name column padded to the longest name + 5, score cells to max(10, header + 3)."""
-    name_width = max([len(name) for name in rows] + [len(report_name)]) + 5
-    widths = [max(10, len(column) + 3) for column in columns]
-    lines = [f"{report_name:<{name_width}} |" + "".join(f" {c:<{w}} |" for c, w in zip(columns, widths))]
-    for name, values in rows.items():
-        cells = []
-        for column, width in zip(columns, widths):
-            value = values.get(column)
-            text = "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:0.2f}"
-            cells.append(f" {text:<{width}} |")
-        lines.append(f"{name:<{name_width}} |" + "".join(cells))
-    return "\n".join(lines)
-
-
-def score_rows(scores: Mapping[str, Scores], sort_by_auc: bool = False) -> dict[str, dict[str, float | None]]:
-    items = list(scores.items())
-    if sort_by_auc:
-        items.sort(key=lambda item: -item[1].auc)
-    return {name: {"AUC": s.auc, "OP50": s.op50, "OP75": s.op75, "Precision": s.precision,
-                   "Norm Precision": s.norm_precision, "FPS": s.fps} for name, s in items}
-
-
-def format_report(report: AnalysisReport) -> str:
-    """The main table, preceded by OSTrack's coverage line and followed by the reasons for any omission."""
-    scores = report.scores() if report.scored_sequences else {}
-    lines = [f"Reporting results over {len(report.scored_sequences)} / {len(report.sequences)} sequences"]
-    if scores:
-        columns = TABLE_COLUMNS + (("FPS",) if any(s.fps is not None for s in scores.values()) else ())
-        lines.append(format_table(report.report_name, score_rows(scores), columns))
-    for tracker in report.dropped_trackers:
-        lines.append(f"not scored: '{tracker.name}' ({len(tracker.failures)} sequence(s) failed):")
-        lines.extend(f"  {failure}" for failure in tracker.failures)
-    if report.skip_failed_sequences:
-        skipped = [f for f in report.failures]
-        if skipped:
-            lines.append(f"skipped {len(report.sequences) - len(report.scored_sequences)} sequence(s) for all "
-                         "trackers because of:")
-            lines.extend(f"  {failure}" for failure in skipped)
-    return "\n".join(lines)
-
-
-def format_per_sequence(report: AnalysisReport) -> str:
-    """Average overlap (%) per sequence and tracker, like OSTrack's ``print_per_sequence_results``."""
-    table = report.per_sequence_table()
-    trackers = [t.name for t in report.trackers]
-    rows = {f"{name} (ID={index})": {t: values[t]["avg_overlap"] if t in values else None for t in trackers}
-            for index, (name, values) in enumerate(table.items())}
-    return format_table("Sequence", rows, trackers)
-
-
-def format_attributes(report: AnalysisReport) -> str:
-    """AUC and precision per attribute: one row per attribute (with its sequence count), one column per tracker."""
-    by_attribute = report.attribute_scores()
-    if not by_attribute:
-        return "no sequence of this dataset has attributes"
-    trackers = [t.name for t in report.scored_trackers]
-    blocks = []
-    for title, value in (("AUC", lambda s: s.auc), ("Precision", lambda s: s.precision)):
-        rows = {}
-        for attribute, scores in by_attribute.items():
-            count = next(iter(scores.values())).num_sequences
-            rows[f"{attribute} ({count})"] = {name: value(scores[name]) for name in trackers}
-        blocks.append(format_table(f"{title} per attribute", rows, trackers))
-    return "\n\n".join(blocks)
-
-
-def write_json(path: str | Path, content: dict) -> Path:
-    """Strict JSON (NaN/inf become null, numpy scalars plain numbers), written atomically."""
-    path = Path(path)
-    atomic_write_text(path, json.dumps(_json_safe(content), indent=1, allow_nan=False) + "\n")
-    return path
-
-
-def _json_safe(value):
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
