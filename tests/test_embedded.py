@@ -10,9 +10,16 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.data import embedded
-from lib.data.embedded import (EmbeddedParams, ensure_embedded_benchmark, render_sequence, sequence_name,
-                               sequence_rng)
+from lib.data.embedded import (
+    EmbeddedParams,
+    cache,
+    ensure_embedded_benchmark,
+    is_complete,
+    render_sequence,
+    sequence_name,
+    sequence_rng,
+    writer,
+)
 from lib.utils.errors import UserError
 from lib.utils.io import host_tag
 from lib.utils.paths import REPO_ROOT
@@ -69,7 +76,7 @@ def test_got10k_layout(small_benchmark):
             meta = _lines(seq / "meta_info.ini")
             assert meta[0] == "[METAINFO]" and meta[5].startswith("object_class: ")
             assert meta[9].startswith("motion_adverb: ") and f"resolution: ({width}, {height})" in meta
-    manifest = embedded._read_manifest(small_benchmark)
+    manifest = cache._read_manifest(small_benchmark)
     assert manifest["params"] == EmbeddedParams(seed=0, **SMALL).as_dict()
     assert manifest["file_count"] == len(_files(small_benchmark)) - 1
 
@@ -138,7 +145,7 @@ def test_cached_benchmark_is_reused_and_new_parameters_get_a_new_folder(small_be
         raise AssertionError("a complete cached benchmark was generated again")
 
     with monkeypatch.context() as patch:
-        patch.setattr(embedded, "generate_embedded_benchmark", must_not_regenerate)
+        patch.setattr(cache, "generate_embedded_benchmark", must_not_regenerate)
         again = ensure_embedded_benchmark(small_benchmark.parent, seed=0, progress=False, **SMALL)
     assert again == small_benchmark
     assert stamp == {path: path.stat().st_mtime_ns for path in small_benchmark.rglob("*") if path.is_file()}
@@ -156,7 +163,7 @@ def test_default_root_is_the_data_dir(tmp_path, monkeypatch):
 
 
 def test_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
-    real_write = embedded._write_sequence
+    real_write = writer.write_sequence
     calls = []
 
     def write_then_die(*args, **kwargs):
@@ -165,11 +172,11 @@ def test_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-way
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(embedded, "_write_sequence", write_then_die)
+    monkeypatch.setattr(writer, "write_sequence", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         ensure_embedded_benchmark(tmp_path, seed=0, progress=False, workers=1, **SMALL)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(embedded, "_write_sequence", real_write)
+    monkeypatch.setattr(writer, "write_sequence", real_write)
 
     # a generation killed outright leaves its hidden temporary folder; the next run removes it, but never the
     # folder of a generation that still runs (here: this process)
@@ -181,7 +188,7 @@ def test_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
         (folder / "train").mkdir(parents=True)
     root = ensure_embedded_benchmark(tmp_path, seed=0, progress=False, workers=1, **SMALL)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([root.name, running.name])
-    assert embedded.is_complete(root, EmbeddedParams(seed=0, **SMALL))
+    assert is_complete(root, EmbeddedParams(seed=0, **SMALL))
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
