@@ -19,9 +19,20 @@ import torch
 
 from lib.models import build_model, save_checkpoint
 from lib.test.analysis.metrics import box_iou
+from lib.test.evaluation.speed_report import BenchmarkResult, format_report
 from lib.test.tracker import OSTrackTracker
-from lib.test.tracker import backends as backends_module
-from lib.test.tracker.backends import BACKENDS, BackendError, OnnxBackend, build_backend, native_bf16_supported
+from lib.test.tracker.backends import (
+    BACKENDS,
+    BackendError,
+    EagerBackend,
+    OnnxBackend,
+    TimedBackend,
+    build_backend,
+    cpu_features,
+    native_bf16_supported,
+)
+from lib.test.tracker.backends.base import MapsOnly
+from lib.test.tracker.backends.onnx_backend import MapsOnlyMatMulHead
 from lib.utils.paths import REPO_ROOT
 from tests.model_configs import main_config, student_config
 
@@ -144,9 +155,9 @@ def test_head_as_matmul_is_the_same_function(student):
         assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # real statistics to fold
     template, search = _inputs(cfg, 5)
     with torch.no_grad():
-        ref = backends_module._MapsOnly(model, False)(template, search)
-        got = backends_module._MapsOnlyMatMulHead(model, False)(template, search)
-    for a, b in zip(got, ref):
+        ref = MapsOnly(model, False)(template, search)
+        got = MapsOnlyMatMulHead(model, False)(template, search)
+    for a, b in zip(got, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
@@ -176,7 +187,7 @@ def test_unknown_backend_is_a_clear_error(student):
 
 
 def test_bf16_without_native_support_is_refused(student, monkeypatch):
-    monkeypatch.setattr(backends_module, "native_bf16_supported", lambda: False)
+    monkeypatch.setattr(cpu_features, "native_bf16_supported", lambda: False)
     with pytest.raises(BackendError, match="native bfloat16.*onnx-int8"):
         build_backend("bf16", student[1])
 
@@ -288,6 +299,43 @@ def test_lossy_backends_agree_frame_by_frame_on_couple(name, fitted_student, cou
     assert iou.min() >= 0.9, (iou.min(), np.argmin(iou))
 
 
+# ------------------------------------------------------------------------------------------ timing wrapper
+
+def test_timed_backend_times_every_network_call_without_changing_the_tracker(student):
+    """The profilers' timing: one sample per tracked frame, from the tracker's own back-end, same boxes."""
+    from lib.utils.synthetic import moving_square_clip
+
+    cfg, model = student
+    frames, boxes = moving_square_clip(6, size=(160, 200))
+    plain = OSTrackTracker.from_config(cfg, model=model)
+    tracker = OSTrackTracker.from_config(cfg, model=model, backend_options={"timed": True})
+    timed = tracker.backend
+    assert isinstance(timed, TimedBackend) and tracker.network_fn is timed
+    assert isinstance(timed.backend, EagerBackend) and timed.name == "eager" and timed.describe()["backend"] == "eager"
+    expected = _track(plain, frames, boxes[0].tolist())
+    got = _track(tracker, frames, boxes[0].tolist())
+    np.testing.assert_array_equal(got, expected)
+    assert len(timed.samples_ms) == len(frames) - 1 and all(ms > 0 for ms in timed.samples_ms)
+    assert timed.timing().iterations == len(frames) - 1
+    timed.reset()
+    assert timed.samples_ms == []
+
+
+def test_timed_backend_wraps_any_backend_or_callable(student):
+    cfg, model = student
+    timed = build_backend("eager", model, timed=True)
+    assert isinstance(timed, TimedBackend)
+    template, search = _inputs(cfg, 0)
+    out = timed(template, search, None)
+    assert out["score_map"].shape[-1] == model.search_feat_size and len(timed.samples_ms) == 1
+    calls = []
+    wrapped = TimedBackend(lambda *inputs: calls.append(inputs) or {"score_map": None})
+    wrapped(template, search)
+    assert len(calls) == 1 and len(wrapped.samples_ms) == 1
+    with pytest.raises(AttributeError):
+        wrapped.describe()  # a plain callable has none
+
+
 # ------------------------------------------------------------------------------------------ benchmark script
 
 def test_benchmark_script_reports_ratios(student, tmp_path, cache_dir, shared_data, monkeypatch, capsys):
@@ -320,3 +368,32 @@ def test_benchmark_script_reports_ratios(student, tmp_path, cache_dir, shared_da
     assert report["best"][0] == "onnx"
     text = capsys.readouterr().out
     assert "e2e x" in text and "target 3.0x end to end" in text and "fp32+noise" in text
+
+
+def test_benchmark_report_is_formatted_without_being_changed():
+    """The printed table only reads the result; the JSON's 'best' comes from the result itself."""
+    import copy
+
+    deviation = {name: {"abs": 1e-3, "rel": 1e-3} for name in ("score_map", "size_map", "offset_map")}
+    agreement = {"iou_min": 0.95, "iou_mean": 0.99, "frames_below_0.9": 0, "frames": 4,
+                 "per_sequence": {"Couple": {"min": 0.95, "mean": 0.99, "frames_below_0.9": 0}}}
+
+    def entry(ratio):
+        return {"load_start": 1.0, "build_s": 0.1, "info": {}, "network_ms": 10.0, "network_ratio": ratio,
+                "eager_network_ms_paired": 10.0, "network_ratio_paired": ratio,
+                "tracker": {"frames": 4, "fps": 50.0, "mean_ms": 20.0, "median_ms": 20.0,
+                            "network_in_frame_ms": 10.0, "outside_network_ms": 10.0},
+                "tracker_fps": 50.0, "e2e_ratio": ratio, "e2e_ratio_paired": ratio,
+                "vs_ground_truth": {"Couple": 0.8}, "agreement": agreement, "agreement_same_state": agreement,
+                "deviation": deviation, "load_end": 1.0}
+
+    result = BenchmarkResult(eager_network_ms=20.0, eager_network_fps=50.0, eager_load=1.0, template_embed_ms=0.1,
+                             template_tokens=16, backends={"eager": entry(1.0), "onnx-int8": entry(3.5),
+                                                           "fp32+noise": entry(9.0), "bf16": {"skipped": "no bf16"}},
+                             eager_network_ms_end=21.0, eager_load_end=1.0)
+    before = copy.deepcopy(result)
+    text = format_report(result)
+    assert result == before
+    assert "skipped: no bf16" in text and "target 3.0x end to end: reached (best: onnx-int8 at 3.50x" in text
+    report = result.to_dict()
+    assert report["best"] == ("onnx-int8", 3.5, 0.95, 3.5) and list(report)[-1] == "best"

@@ -29,3 +29,34 @@ def test_candidate_elimination_macs_match_ostrack():
     model = build_model(cfg).eval()
     macs = count_macs_published(model, torch.randn(1, 3, 128, 128), torch.randn(1, 3, 256, 256)) / 1e9
     assert round(macs, 2) == 21.52
+
+
+def test_profile_script_times_network_and_tracker(parity_dir, tmp_path, monkeypatch, capsys):
+    """profile_model.py on the tiny student: the network's share of each frame comes from the timed back-end."""
+    import importlib
+    import json
+    import sys
+
+    from lib.utils.paths import REPO_ROOT
+    from tests.model_configs import parity_student
+
+    config, model = parity_student(tmp_path, parity_dir)
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
+    sys.modules.pop("profile_model", None)
+    script = importlib.import_module("profile_model")
+    out = tmp_path / "profile.json"
+    threads = torch.get_num_threads()
+    try:
+        code = script.main(["--config", str(config), "--threads", "1", "--warmup", "1", "--iterations", "3",
+                            "--frame_size", "200x160", "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert list(report) == ["config", "opts", "backend", "template_size", "search_size", "device", "device_name",
+                            "threads", "params_M", "macs_published_G", "macs_exact_G", "network_ms", "network_fps",
+                            "tracker_ms", "tracker_fps", "tracker_overhead_ms", "tracker_overhead_share", "torch"]
+    assert report["backend"] == "eager" and report["threads"] == 1 and report["template_size"] == 64
+    assert report["network_ms"] > 0 and report["tracker_ms"] > 0
+    assert 0 < report["tracker_overhead_share"] < 1
+    assert "median of 3" in capsys.readouterr().out

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
 
 def _register_cpu_sdpa_formula() -> None:
     """torch's counter has no formula for the CPU flash-attention kernel; give it the standard one."""
@@ -75,30 +76,52 @@ def count_macs_exact(model: torch.nn.Module, *inputs: torch.Tensor) -> float:
 
 @dataclass
 class Timing:
+    """Per-call wall times in milliseconds and their summary (median first: robust to a loaded machine)."""
+
     median_ms: float
     mean_ms: float
     p90_ms: float
     iterations: int
     samples: list[float]  # per-call milliseconds, in call order
 
+    @classmethod
+    def from_samples(cls, samples: Sequence[float]) -> Timing:
+        samples = list(samples)
+        ordered = sorted(samples)
+        return cls(statistics.median(samples), statistics.fmean(samples), ordered[int(0.9 * (len(samples) - 1))],
+                   len(samples), samples)
+
     @property
     def fps(self) -> float:
         return 1000.0 / self.median_ms
 
 
+def wall_clock(synchronize: bool) -> Callable[[], float]:
+    """Seconds, as ``time.perf_counter``; with ``synchronize`` it first waits for the GPU's queued work, so that
+    a sample covers the computation, not just its launch (what torch.utils.benchmark's timer does; importing
+    that module costs a warning line on machines without a CUDA toolkit)."""
+    return _synchronized_clock if synchronize else time.perf_counter
+
+
+def _synchronized_clock() -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def time_callable(fn: Callable[[], object], warmup: int, iterations: int, synchronize: bool = False) -> Timing:
-    """Median wall time of ``fn`` after ``warmup`` calls (CUDA synchronised around each call if asked)."""
+    """Wall time of every call of ``fn`` after ``warmup`` untimed calls (accelerator synchronised if asked).
+
+    One sample per call rather than ``torch.utils.benchmark.Timer``'s block averages: callers pair samples with
+    per-call work (each call tracks the next frame), and Timer would add calls of its own and set torch's
+    thread count, which the back-ends manage themselves.
+    """
     for _ in range(warmup):
         fn()
-    if synchronize:
-        torch.cuda.synchronize()
+    clock = wall_clock(synchronize)
     samples = []
     for _ in range(iterations):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        if synchronize:
-            torch.cuda.synchronize()
-        samples.append((time.perf_counter() - start) * 1000)
-    ordered = sorted(samples)
-    return Timing(statistics.median(samples), statistics.fmean(samples), ordered[int(0.9 * (len(samples) - 1))],
-                  iterations, samples)
+        samples.append((clock() - start) * 1000)
+    return Timing.from_samples(samples)

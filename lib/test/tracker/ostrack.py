@@ -46,7 +46,10 @@ class OSTrackTracker:
     """Single-object tracker around an OSTrack-style network.
 
     ``network_fn(template, search, ce_template_mask) -> outputs`` defaults to the eager model; faster
-    back-ends (bf16, ONNX Runtime) plug in there without changing the tracking logic.
+    back-ends (bf16, ONNX Runtime) plug in there without changing the tracking logic, by name (``backend``,
+    ``backend_options``, see :func:`lib.test.tracker.backends.build_backend`) or as a callable (``network_fn``).
+    ``backend_options={"timed": True}`` makes ``backend`` a :class:`~lib.test.tracker.backends.TimedBackend`
+    that records the network's time inside every tracked frame.
     """
 
     def __init__(self, model: torch.nn.Module, template_size: int, template_factor: float, search_size: int,
@@ -84,7 +87,8 @@ class OSTrackTracker:
         return cls(model, cfg.TEST.TEMPLATE_SIZE, cfg.TEST.TEMPLATE_FACTOR, cfg.TEST.SEARCH_SIZE,
                    cfg.TEST.SEARCH_FACTOR, cfg.DATA.MEAN, cfg.DATA.STD, device=device, **kwargs)
 
-    def _build_backend(self, name: str, options: Mapping[str, Any] | None, network_fn: NetworkFn | None):
+    def _build_backend(self, name: str, options: Mapping[str, Any] | None,
+                       network_fn: NetworkFn | None) -> NetworkFn | None:
         """The named network back-end (lib.test.tracker.backends); None for plain eager without options."""
         if network_fn is not None:
             if name != "eager" or options:

@@ -1,0 +1,80 @@
+"""Parameters, MACs, network latency and end-to-end tracker speed of one config (``profile_model.py``).
+
+Network latency: batch-1 forwards on random crops after warm-up, median (OSTrack's protocol times the same thing
+as a mean). Tracker speed: ``track()`` on a generated clip, i.e. crop + normalise + network + Hann window +
+decode + map back, median per frame. The tracker's back-end is a :class:`TimedBackend`, so the network's share
+of each frame is measured inside that frame and the tracker's own work does not suffer from drift between runs.
+"""
+from __future__ import annotations
+
+import platform
+import statistics
+
+import torch
+
+from lib.config import load_config
+from lib.test.evaluation.speed_report import ProfileResult, ProfileSettings
+from lib.test.tracker.ostrack import OSTrackTracker
+from lib.utils.errors import UserError
+from lib.utils.profiling import count_macs_exact, count_macs_published, time_callable
+from lib.utils.synthetic import moving_square_clip
+
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """``'640x360'`` -> (640, 360)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--frame_size must look like 640x360, got '{text}'") from None
+    return width, height
+
+
+def profile_tracker(settings: ProfileSettings) -> ProfileResult:
+    """Build the tracker of ``settings`` (random weights seeded 0 without a checkpoint) and measure it."""
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but CUDA is not available; use --device cpu")
+    width, height = parse_frame_size(settings.frame_size)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    cfg = load_config(settings.config, overrides=settings.opts, script=settings.script)
+    options = {"timed": True}
+    if settings.threads and settings.backend != "eager":
+        options["threads"] = settings.threads
+    torch.manual_seed(0)  # the same random weights every run: an ONNX back-end then re-uses its cached export
+    tracker = OSTrackTracker.from_config(cfg, checkpoint=settings.checkpoint, device=settings.device,
+                                         backend=settings.backend, backend_options=options)
+    timed = tracker.backend
+    model = tracker.model
+    t_size, s_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
+    template = torch.randn(1, 3, t_size, t_size)
+    search = torch.randn(1, 3, s_size, s_size)
+    params = sum(p.numel() for p in model.parameters())
+    macs_published = count_macs_published(model.cpu(), template, search)
+    macs_exact = count_macs_exact(model, template, search)
+    model.to(settings.device)
+    template, search = template.to(settings.device), search.to(settings.device)
+    mask = model.ce_template_mask(1, settings.device)
+    sync = settings.device == "cuda"
+    warmup, iterations = settings.warmup, settings.iterations
+
+    def network() -> None:
+        with torch.no_grad():
+            timed.backend(template, search, mask)
+
+    net_timing = time_callable(network, warmup, iterations, synchronize=sync)
+    frames, boxes = moving_square_clip(warmup + iterations + 1, size=(height, width))
+    tracker.initialize(frames[0], {"init_bbox": boxes[0].tolist()})
+    timed.reset()
+    clip = iter(frames[1:])
+    tracker_timing = time_callable(lambda: tracker.track(next(clip)), warmup, iterations, synchronize=sync)
+    in_frame_network_ms = timed.samples_ms[warmup:]
+    overhead = statistics.median(
+        total - net for total, net in zip(tracker_timing.samples, in_frame_network_ms, strict=True))
+    return ProfileResult(
+        config=settings.config, opts=list(settings.opts), backend=settings.backend, template_size=t_size,
+        search_size=s_size, device=settings.device,
+        device_name=torch.cuda.get_device_name() if sync else platform.processor() or platform.machine(),
+        threads=timed.threads, params_M=params / 1e6, macs_published_G=macs_published / 1e9,
+        macs_exact_G=macs_exact / 1e9, network_ms=net_timing.median_ms, network_fps=net_timing.fps,
+        tracker_ms=tracker_timing.median_ms, tracker_fps=tracker_timing.fps, tracker_overhead_ms=overhead,
+        tracker_overhead_share=overhead / tracker_timing.median_ms, torch=torch.__version__, iterations=iterations)

@@ -1,0 +1,323 @@
+"""Speed and agreement of each network back-end against eager fp32, in one run (``benchmark_fast_tracker.py``).
+
+Per back-end: its network latency, the end-to-end tracker speed on real OTB frames (crop + normalise + network +
+Hann window + decode; frames decoded beforehand, as the evaluation harness excludes image reading), the
+speed-up over the eager network alone, the deviation of its maps from eager on fixed inputs, and the per-frame
+IoU of its boxes against the eager fp32 tracker. Ratios, not pass/fail: the 1-minute load average is recorded
+with every timing, since on a shared machine the numbers are only as good as the load allows. A last control
+row, ``fp32+noise``, tracks with eager plus seeded noise on its maps: its drift shows how much of the fast
+modes' drift the model's own sensitivity explains.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lib.test.analysis.metrics import box_iou
+from lib.test.evaluation.speed_report import (
+    CONTROL_NAME,
+    ITERATIONS,
+    WARMUP_CALLS,
+    BenchmarkResult,
+    BenchmarkSettings,
+    BenchmarkSetup,
+    Progress,
+    format_row,
+    format_setup,
+)
+from lib.test.tracker.backends import MAP_NAMES, BackendError, TimedBackend, build_backend
+from lib.test.tracker.ostrack import OSTrackTracker
+from lib.utils.errors import UserError
+from lib.utils.paths import REPO_ROOT
+from lib.utils.profiling import time_callable
+
+
+def loadavg() -> float | None:
+    """The 1-minute load average (None where /proc/loadavg does not exist)."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def default_otb_root() -> Path:
+    """``<shared>/data/otb_mini_sequences``, the shared folder being LORETRACK_SHARED_DIR or ``../shared``."""
+    shared = os.environ.get("LORETRACK_SHARED_DIR")
+    base = Path(shared) if shared else REPO_ROOT.parent / "shared"
+    return base / "data" / "otb_mini_sequences"
+
+
+def load_frames(otb_root: Path, names: Sequence[str], max_frames: int | None = None) -> list[dict[str, Any]]:
+    """Decoded RGB frames and the first box of each OTB sequence (decoding is not part of any timing)."""
+    from lib.test.evaluation.datasets import get_dataset
+    from lib.utils.image import read_rgb
+
+    sequences = get_dataset("otb", root=otb_root, sequences=list(names))
+    missing = set(names) - set(sequences.names())
+    if missing:
+        raise UserError(f"sequences {sorted(missing)} not found under {otb_root}")
+    out = []
+    for seq in sequences:
+        files = seq.frames[:max_frames] if max_frames else seq.frames
+        out.append({"name": seq.name, "init_bbox": seq.init_bbox, "frames": [read_rgb(f) for f in files],
+                    "ground_truth": seq.ground_truth_rect[:len(files)]})
+    return out
+
+
+def track_sequences(tracker: OSTrackTracker, sequences: list[dict[str, Any]], warmup: int = 3) -> dict[str, Any]:
+    """Boxes per sequence and the time of every ``track()`` call (after a few untimed warm-up frames).
+
+    The tracker's ``network_fn`` must be a :class:`TimedBackend`: its samples are the network's share of each
+    frame, measured inside that frame.
+    """
+    timed = tracker.network_fn
+    if not isinstance(timed, TimedBackend):
+        raise TypeError("track_sequences needs a tracker whose network_fn is a TimedBackend")
+    first = sequences[0]
+    tracker.initialize(first["frames"][0], {"init_bbox": first["init_bbox"]})
+    for frame in first["frames"][1:1 + warmup]:
+        tracker.track(frame)
+    timed.reset()
+    boxes: dict[str, list[list[float]]] = {}
+    frame_ms: list[float] = []
+    for seq in sequences:
+        result = [tracker.initialize(seq["frames"][0], {"init_bbox": seq["init_bbox"]})["target_bbox"]]
+        for frame in seq["frames"][1:]:
+            start = time.perf_counter()
+            result.append(tracker.track(frame)["target_bbox"])
+            frame_ms.append((time.perf_counter() - start) * 1000)
+        boxes[seq["name"]] = result
+    network_ms = list(timed.samples_ms)
+    outside = [f - n for f, n in zip(frame_ms, network_ms, strict=True)]
+    return {"boxes": boxes, "frames": len(frame_ms), "fps": len(frame_ms) / (sum(frame_ms) / 1000),
+            "mean_ms": statistics.fmean(frame_ms), "median_ms": statistics.median(frame_ms),
+            "network_in_frame_ms": statistics.median(network_ms), "outside_network_ms": statistics.median(outside)}
+
+
+def track_from_states(tracker: OSTrackTracker, sequences: list[dict[str, Any]],
+                      states: dict[str, list]) -> dict[str, list]:
+    """Each frame tracked from the reference tracker's previous box ("same state", untimed).
+
+    Free-running trajectories of two slightly different networks can part for good after one ambiguous
+    frame; starting every frame from the same state measures the per-frame disagreement alone.
+    """
+    boxes = {}
+    for seq in sequences:
+        ref = states[seq["name"]]
+        result = [tracker.initialize(seq["frames"][0], {"init_bbox": seq["init_bbox"]})["target_bbox"]]
+        for i, frame in enumerate(seq["frames"][1:]):
+            tracker.state = list(ref[i])
+            result.append(tracker.track(frame)["target_bbox"])
+        boxes[seq["name"]] = result
+    return boxes
+
+
+def box_agreement(boxes: dict[str, list], reference: dict[str, list]) -> dict[str, Any]:
+    """Per-frame IoU against the reference tracker's boxes (the shared initial frame excluded)."""
+    per_seq, all_iou = {}, []
+    for name, ref in reference.items():
+        iou = box_iou(np.asarray(boxes[name][1:], float), np.asarray(ref[1:], float))
+        per_seq[name] = {"min": float(np.min(iou)), "mean": float(np.mean(iou)),
+                         "frames_below_0.9": int(np.sum(iou < 0.9))}
+        all_iou.append(iou)
+    joined = np.concatenate(all_iou)
+    return {"iou_min": float(joined.min()), "iou_mean": float(joined.mean()),
+            "frames_below_0.9": int(np.sum(joined < 0.9)), "frames": int(joined.size), "per_sequence": per_seq}
+
+
+def ground_truth_iou(boxes: dict[str, list], sequences: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean IoU with the ground truth per sequence. Free-running trackers that differ slightly can part (a
+    different distractor, a drifting scale), so agreement alone does not say whether a back-end tracks worse;
+    this does."""
+    result = {}
+    for seq in sequences:
+        gt = np.asarray(seq["ground_truth"], float)[1:]
+        pred = np.asarray(boxes[seq["name"]][1:], float)
+        valid = np.all(np.isfinite(gt), axis=1) & (gt[:, 2] > 0) & (gt[:, 3] > 0)
+        result[seq["name"]] = float(box_iou(pred[valid], gt[valid]).mean()) if valid.any() else float("nan")
+    return result
+
+
+def fixed_inputs(model: torch.nn.Module, sequences: list[dict[str, Any]] | None, cfg: Any,
+                 seeds: int = 3) -> list[tuple]:
+    """Seeded random (template, search) pairs, plus the first real template/search crops when frames exist."""
+    from lib.utils.crop import sample_target
+
+    t_size, s_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
+    inputs = []
+    for seed in range(seeds):
+        gen = torch.Generator().manual_seed(seed)
+        inputs.append((torch.randn(1, 3, t_size, t_size, generator=gen),
+                       torch.randn(1, 3, s_size, s_size, generator=gen)))
+    if sequences:
+        tracker = OSTrackTracker.from_config(cfg, model=model)
+        seq = sequences[0]
+        tracker.initialize(seq["frames"][0], {"init_bbox": seq["init_bbox"]})
+        crop = sample_target(seq["frames"][1], tracker.state, tracker.search_factor, s_size)
+        search = tracker._normalise_into(crop.image, torch.empty(1, 3, s_size, s_size))
+        inputs.append((tracker.template.clone(), search))
+    mask = model.ce_template_mask(1, "cpu")
+    return [(t, s, mask) for t, s in inputs]
+
+
+def map_deviation(backend: Callable, reference: list[dict], inputs: list[tuple]) -> dict[str, dict[str, float]]:
+    """Max absolute and relative (to the map's max |value|) deviation from eager, over all fixed inputs."""
+    result = {}
+    outs = [backend(*inp) for inp in inputs]
+    for name in MAP_NAMES:
+        abs_dev = max(float((o[name].float() - r[name]).abs().max()) for o, r in zip(outs, reference, strict=True))
+        scale = max(float(r[name].abs().max()) for r in reference)
+        result[name] = {"abs": abs_dev, "rel": abs_dev / max(scale, 1e-12)}
+    return result
+
+
+class PerturbedEager:
+    """Control, not a back-end: eager fp32 with seeded noise added to its maps.
+
+    The noise is ``relative * max|map| * N(0, 1)`` per element, fixed by ``seed``. Tracking with it shows how
+    far the free-running tracker drifts from eager under a perturbation of known size that owes nothing to
+    bf16 or int8 arithmetic: if tiny noise already splits the trajectories, the model is what is sensitive.
+    """
+
+    def __init__(self, eager: Callable, relative: float, seed: int = 0) -> None:
+        self.eager, self.relative = eager, relative
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, template: torch.Tensor, search: torch.Tensor,
+                 ce_template_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = self.eager(template, search, ce_template_mask)
+        noisy = {}
+        for name in MAP_NAMES:
+            clean = out[name].float()
+            noise = torch.randn(clean.shape, generator=self.generator)
+            noisy[name] = clean + self.relative * clean.abs().max() * noise
+        return noisy
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": CONTROL_NAME, "noise_relative_sigma": self.relative}
+
+
+def run_benchmark(settings: BenchmarkSettings, progress: Progress | None = None) -> BenchmarkResult:
+    """Build the network of ``settings``, load the frames and measure every back-end; ``progress`` gets a line
+    per step (the setup, the eager reference, each back-end as it finishes)."""
+    import onnxruntime
+
+    from lib.config import load_config
+    from lib.models import build_model, load_weights
+
+    threads = settings.threads or os.cpu_count() or 1
+    cfg = load_config(settings.config, overrides=settings.opts, script=settings.script)
+    torch.manual_seed(settings.seed)
+    model = build_model(cfg, training=False)
+    if settings.checkpoint:
+        load_weights(model, settings.checkpoint, strict=True)
+    otb_root = Path(settings.otb_root) if settings.otb_root else default_otb_root()
+    sequences = load_frames(otb_root, settings.sequences, settings.max_frames) if settings.sequences else []
+    options: dict[str, Any] = {"optimization": settings.ort_optimization, "spinning": settings.ort_spinning}
+    if settings.cache_dir:
+        options["cache_dir"] = settings.cache_dir
+    setup = BenchmarkSetup(config=settings.config, script=settings.script, opts=list(settings.opts),
+                           checkpoint=settings.checkpoint, threads=threads, torch=torch.__version__,
+                           onnxruntime=onnxruntime.__version__, template_size=cfg.TEST.TEMPLATE_SIZE,
+                           search_size=cfg.TEST.SEARCH_SIZE,
+                           sequences={s["name"]: len(s["frames"]) for s in sequences})
+    if progress:
+        progress(format_setup(setup))
+    result = measure_backends(cfg, model, settings.backends, sequences, threads, settings.warmup,
+                              settings.iterations, options, control_noise=settings.control_noise, progress=progress)
+    result.setup = setup
+    return result
+
+
+def measure_backends(cfg: Any, model: torch.nn.Module, backends: Sequence[str], sequences: list[dict[str, Any]],
+                     threads: int, warmup: int = WARMUP_CALLS, iterations: int = ITERATIONS,
+                     backend_options: dict[str, Any] | None = None, control_noise: float = 0.0,
+                     progress: Progress | None = None) -> BenchmarkResult:
+    """The eager reference, then every back-end in ``backends`` (eager first: its boxes are the reference)."""
+    log = progress or (lambda line: None)
+    torch.set_num_threads(threads)
+    options = dict(backend_options or {})
+    options.setdefault("threads", threads)
+    model = model.eval()
+    inputs = fixed_inputs(model, sequences, cfg)
+    with torch.no_grad():
+        reference = [model(*inp[:2], ce_template_mask=inp[2]) for inp in inputs]
+    template, search, mask = inputs[0]
+
+    eager = build_backend("eager", model)
+    load_before = loadavg()
+    eager_net = time_callable(lambda: eager(template, search, mask), warmup, iterations)
+    with torch.no_grad():
+        tokens = model.backbone.patch_embed(template)
+        embed = time_callable(lambda: model.backbone.patch_embed(template) + model.backbone.pos_embed_z,
+                              warmup, iterations)
+    result = BenchmarkResult(eager_network_ms=eager_net.median_ms, eager_network_fps=eager_net.fps,
+                             eager_load=load_before, template_embed_ms=embed.median_ms,
+                             template_tokens=tokens.shape[1])
+    log(f"eager fp32 network only: {eager_net.median_ms:.1f} ms ({eager_net.fps:.1f} fps)   [load {load_before}]")
+    log(f"  (template patch embedding, the only template work a cache could skip: {embed.median_ms:.3f} ms = "
+        f"{100 * embed.median_ms / eager_net.median_ms:.2f} % of the network)")
+
+    names = ["eager"] + [name for name in backends if name != "eager"]
+    if control_noise > 0:
+        names.append(CONTROL_NAME)
+    reference_boxes = None
+    for name in names:
+        torch.set_num_threads(threads)  # an ONNX back-end leaves torch at one thread
+        entry: dict[str, Any] = {"load_start": loadavg()}
+        try:
+            start = time.perf_counter()
+            if name == CONTROL_NAME:
+                timed = TimedBackend(PerturbedEager(eager, control_noise))
+                tracker = OSTrackTracker.from_config(cfg, model=model, network_fn=timed)
+            else:
+                tracker = OSTrackTracker.from_config(cfg, model=model, backend=name,
+                                                     backend_options={**options, "timed": True})
+                timed = tracker.backend
+            backend = timed.backend
+            entry["build_s"] = time.perf_counter() - start
+            entry["info"] = backend.describe()
+        except BackendError as err:
+            log(f"{name:14s} skipped: {err}")
+            result.backends[name] = {"skipped": str(err)}
+            continue
+        # eager again, right now: on a shared machine the load drifts, and a ratio to this is fairer
+        backend_torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        paired = time_callable(lambda: eager(template, search, mask), warmup, iterations).median_ms
+        torch.set_num_threads(backend_torch_threads)
+        net = time_callable(functools.partial(backend, template, search, mask), warmup, iterations)
+        entry.update(network_ms=net.median_ms, network_ratio=eager_net.median_ms / net.median_ms,
+                     eager_network_ms_paired=paired, network_ratio_paired=paired / net.median_ms)
+        if sequences:
+            tracked = track_sequences(tracker, sequences)
+            boxes = tracked.pop("boxes")
+            entry.update(tracker=tracked, tracker_fps=tracked["fps"],
+                         e2e_ratio=tracked["fps"] * eager_net.median_ms / 1000,
+                         e2e_ratio_paired=tracked["fps"] * paired / 1000)
+            if reference_boxes is None:  # this is the eager tracker
+                reference_boxes = boxes
+                same_state = boxes
+            else:
+                same_state = track_from_states(tracker, sequences, reference_boxes)
+            entry["vs_ground_truth"] = ground_truth_iou(boxes, sequences)
+            entry["agreement"] = box_agreement(boxes, reference_boxes)
+            entry["agreement_same_state"] = box_agreement(same_state, reference_boxes)
+        with torch.no_grad():
+            entry["deviation"] = map_deviation(backend, reference, inputs)
+        entry["load_end"] = loadavg()
+        result.backends[name] = entry
+        log(format_row(name, entry))
+        del tracker, backend, timed
+    torch.set_num_threads(threads)
+    result.eager_network_ms_end = time_callable(lambda: eager(template, search, mask), warmup, iterations).median_ms
+    result.eager_load_end = loadavg()
+    return result

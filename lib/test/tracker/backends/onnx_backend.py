@@ -1,0 +1,223 @@
+"""The ONNX back-ends: the network exported once (cached), run by ONNX Runtime in fp32 or dynamic int8.
+
+Candidate elimination (CE) exports correctly (TopK / GatherElements / ScatterElements with a fixed number
+of kept tokens); its template mask becomes a graph input.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lib.models.head import MatMulCenterHead
+from lib.test.tracker.backends.base import MAP_NAMES, BackendError, MapsOnly, NetworkBackend, quiet, with_boxes
+from lib.test.tracker.backends.cpu_features import int8_dot_product_supported
+from lib.test.tracker.backends.onnx_cache import OnnxCache, default_cache_dir, sources_digest, weights_digest
+
+log = logging.getLogger(__name__)
+
+# Bump when the exported graph changes for reasons the hashed inputs do not capture.
+EXPORT_FORMAT_VERSION = 1
+SPINNING_MODES = ("run", "always", "never")
+EXPORTERS = ("legacy", "dynamo")
+
+
+class MapsOnlyMatMulHead(nn.Module):
+    """Like :class:`MapsOnly`, with the head's first convolutions as one MatMul (:class:`MatMulCenterHead`)."""
+
+    def __init__(self, model: nn.Module, with_mask: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.with_mask = with_mask
+        self.head = MatMulCenterHead(model.box_head)
+
+    def forward(self, template: torch.Tensor, search: torch.Tensor,
+                ce_template_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        feats = self.model.backbone(template, search, ce_template_mask=ce_template_mask if self.with_mask else None)
+        return self.head(feats.tokens[:, -self.model.backbone.num_search_tokens:], self.model.search_feat_size)
+
+
+def _optimization_levels() -> dict[str, Any]:
+    import onnxruntime as ort
+
+    return {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
+
+
+class OnnxBackend(NetworkBackend):
+    """The network exported to ONNX (cached) and run by ONNX Runtime on the CPU.
+
+    ``threads``: intra-op threads (default: torch's thread count, i.e. what the runner allotted);
+    ``optimization``: ORT graph optimisation level ('disable', 'basic', 'extended', 'all');
+    ``spinning``: whether idle ORT threads busy-wait: 'never' (default), 'run' (within a run only, sleep
+    between runs) or 'always' (ORT's own default). Measured in the tracker loop on 2 cores: equal speed on a
+    quiet machine (the tracker's crop between two runs ends any spinning benefit), but 'always' let spinning
+    threads fight the tracker's torch/OpenCV work (+5 to +33 ms per frame) and under load from other
+    processes both spinning modes were 2x slower than 'never' (ViT-B int8: 110 vs 57 ms);
+    ``exporter``: 'legacy' (TorchScript tracing, ~5 s for ViT-B) or 'dynamo' (needs onnxscript, slower);
+    ``int8``: dynamic quantisation of the MatMuls (also cached); ``matmul_head`` (int8 only, default True):
+    export the head's three first 3x3 convolutions as one MatMul so that they are quantised too;
+    ``cache_dir``: where the files go (default ``<save_dir>/cache/onnx``); ``cache_max_entries``: how many
+    exports to keep there (least recently built ones are deleted first);
+    ``torch_threads``: torch's intra-op threads for this process (default 1; None leaves them alone). With the
+    network in ORT, torch only does the tracker's tiny per-frame tensor work, and its idle OpenMP threads
+    spinning after those ops delay the next ORT run (seen: ~5 ms per frame on 2 cores).
+    """
+
+    name = "onnx"
+
+    def __init__(self, model: nn.Module, threads: int | None = None, int8: bool = False,
+                 cache_dir: str | Path | None = None, optimization: str = "all", spinning: str = "never",
+                 exporter: str = "legacy", opset: int | None = None, per_channel: bool = True,
+                 validate: bool = True, cache_max_entries: int = 8, torch_threads: int | None = 1,
+                 matmul_head: bool = True) -> None:
+        super().__init__(model)
+        try:
+            import onnxruntime as ort
+        except ImportError as err:
+            raise BackendError(f"back-end 'onnx' needs onnxruntime and onnx ({err}); install them, or use "
+                               "'eager' / 'bf16'") from None
+        if exporter not in EXPORTERS:
+            raise BackendError(f"unknown ONNX exporter '{exporter}'; use 'legacy' or 'dynamo'")
+        levels = _optimization_levels()
+        if spinning not in SPINNING_MODES:
+            raise BackendError(f"unknown ORT spinning mode '{spinning}'; use 'run', 'always' or 'never'")
+        if optimization not in levels:
+            raise BackendError(f"unknown ORT optimisation level '{optimization}'; use one of {list(levels)}")
+        self.name = "onnx-int8" if int8 else "onnx"
+        self.int8 = int8
+        self.threads = threads or torch.get_num_threads()  # read before torch_threads changes it
+        self.opset = opset or (18 if exporter == "dynamo" else 17)  # dynamo implements opset >= 18 only
+        self.exporter, self.per_channel, self.validate = exporter, per_channel, validate
+        self.reduce_range = not int8_dot_product_supported()
+        self.cache = OnnxCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+                               max_entries=cache_max_entries)
+        start = time.perf_counter()
+        # int8: the head's first convolutions become a MatMul so that they are quantised too (-3 ms of ~30)
+        self.matmul_head = int8 and matmul_head and MatMulCenterHead.supports(model.box_head)
+        if int8:
+            self.path, self.cache_hit = self.cache.get_or_build(self._int8_key(), self._export_int8)
+        else:
+            self.path, self.cache_hit = self.cache.get_or_build(self._fp32_key(), self._export)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = levels[optimization]
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0" if spinning == "never" else "1")
+        if spinning == "run":
+            options.add_session_config_entry("session.force_spinning_stop", "1")
+        options.log_severity_level = 3
+        self.optimization, self.spinning = optimization, spinning
+        self.session = self.cache.open_session(self.path, options)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.torch_threads = torch_threads
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.build_seconds = time.perf_counter() - start
+
+    # -- cache keys and builders
+    def _fp32_key(self) -> dict[str, Any]:
+        import onnx
+
+        backbone = self.model.backbone
+        return {"kind": "fp32", "format": EXPORT_FORMAT_VERSION, "structure": repr(self.model),
+                "head": "matmul" if self.matmul_head else "conv",
+                "sizes": [self.template_size, self.search_size], "ce_loc": list(backbone.ce_loc),
+                "ce_keep": [blk.keep_ratio for blk in backbone.blocks], "ce_mask_input": self.uses_ce_mask,
+                "ce_range": getattr(self.model, "ce_template_range", "ALL"), "weights": weights_digest(self.model),
+                "sources": sources_digest(), "exporter": self.exporter, "opset": self.opset,
+                "torch": torch.__version__, "onnx": onnx.__version__}
+
+    def _int8_key(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"kind": "int8-dynamic", "format": EXPORT_FORMAT_VERSION, "fp32": self._fp32_key(),
+                "ops": ["MatMul"], "per_channel": self.per_channel, "reduce_range": self.reduce_range,
+                "weight_type": "QInt8", "onnxruntime": ort.__version__}
+
+    def _example_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        gen = torch.Generator().manual_seed(seed)
+        template = torch.randn(1, 3, self.template_size, self.template_size, generator=gen)
+        search = torch.randn(1, 3, self.search_size, self.search_size, generator=gen)
+        if self.uses_ce_mask:
+            return template, search, self.model.ce_template_mask(1, "cpu")
+        return template, search
+
+    def _exported_module(self) -> nn.Module:
+        wrapper = MapsOnlyMatMulHead if self.matmul_head else MapsOnly
+        return wrapper(self.model, self.uses_ce_mask).eval()
+
+    def _export(self, target: Path) -> None:
+        wrapper = self._exported_module()
+        was_training = self.model.training
+        inputs = self._example_inputs()
+        names = ["template", "search"] + (["ce_template_mask"] if self.uses_ce_mask else [])
+        log.info("exporting the network to ONNX (%s exporter) -> %s", self.exporter, target)
+        try:
+            with torch.no_grad(), quiet():
+                torch.onnx.export(wrapper, inputs, str(target), input_names=names, output_names=list(MAP_NAMES),
+                                  opset_version=self.opset, dynamo=self.exporter == "dynamo",
+                                  do_constant_folding=True, verbose=False)
+        except ImportError as err:
+            raise BackendError(f"ONNX export with the {self.exporter} exporter failed: {err} (the dynamo "
+                               "exporter needs onnxscript; exporter='legacy' needs only onnx)") from None
+        finally:
+            self.model.train(was_training)  # the exporter restores the wrapper's mode on the whole tree
+        if self.validate:
+            self._check_against_eager(target)
+
+    def _check_against_eager(self, path: Path) -> None:
+        """A fresh fp32 export must reproduce the eager maps; anything else is an exporter bug."""
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inputs = self._example_inputs(seed=1)
+        with torch.no_grad():
+            ref = MapsOnly(self.model, self.uses_ce_mask).eval()(*inputs)  # the original network
+        feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=False)}
+        for name, got, want in zip(MAP_NAMES, session.run(None, feed), ref, strict=True):
+            err = float(np.abs(got - want.numpy()).max())
+            if not err <= 1e-3 * max(1.0, float(want.abs().max())):
+                raise BackendError(f"the ONNX export of the network does not reproduce the eager {name} "
+                                   f"(max abs deviation {err:.3g}); use the 'eager' or 'bf16' back-end")
+
+    def _export_int8(self, target: Path) -> None:
+        """Export fp32 to a temporary file (checked against eager), then quantise it into ``target``."""
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as folder:
+            fp32 = Path(folder) / "fp32.onnx"
+            self._export(fp32)
+            log.info("quantising the export to int8 -> %s", target)
+            with quiet():
+                quantize_dynamic(fp32, target, op_types_to_quantize=["MatMul"], per_channel=self.per_channel,
+                                 reduce_range=self.reduce_range, weight_type=QuantType.QInt8)
+
+    # -- inference
+    def __call__(self, template, search, ce_template_mask=None):
+        feed = {"template": template.detach().cpu().float().contiguous().numpy(),
+                "search": search.detach().cpu().float().contiguous().numpy()}
+        if self.uses_ce_mask:
+            if ce_template_mask is None:
+                raise ValueError("this CE network needs its template mask (model.ce_template_mask(...))")
+            feed["ce_template_mask"] = ce_template_mask.detach().cpu().to(torch.bool).numpy()
+        outputs = self.session.run(None, feed)
+        return with_boxes({name: torch.from_numpy(out) for name, out in zip(MAP_NAMES, outputs, strict=True)})
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(file=str(self.path), cache_hit=self.cache_hit,
+                    optimization=self.optimization, spinning=self.spinning, exporter=self.exporter,
+                    torch_threads=self.torch_threads)
+        if self.int8:
+            info.update(per_channel=self.per_channel, reduce_range=self.reduce_range, matmul_head=self.matmul_head)
+        return info

@@ -1,0 +1,66 @@
+"""The one list of back-end names: each name, what builds it and which options concern it."""
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from lib.test.tracker.backends.base import BackendError, NetworkBackend
+from lib.test.tracker.backends.onnx_backend import OnnxBackend
+from lib.test.tracker.backends.timing import TimedBackend
+from lib.test.tracker.backends.torch_backends import AutocastBF16Backend, BF16Backend, EagerBackend
+
+# Options that only one family understands: the others drop them, so one option set serves every back-end.
+ONNX_ONLY_OPTIONS = ("cache_dir", "optimization", "spinning", "exporter", "opset", "per_channel", "validate",
+                     "cache_max_entries", "torch_threads", "matmul_head")
+BF16_ONLY_OPTIONS = ("allow_emulated",)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """How to build one named back-end, and the options it silently ignores."""
+
+    build: Callable[..., NetworkBackend]
+    ignored_options: tuple[str, ...]
+
+    def accepted_options(self) -> set[str]:
+        """The constructor's keyword arguments after the model, less those the name itself fixes."""
+        parameters = list(inspect.signature(self.build).parameters.values())[1:]
+        fixed = set(getattr(self.build, "keywords", {}))  # e.g. int8=True for 'onnx-int8'
+        return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - fixed
+
+
+REGISTRY: dict[str, BackendSpec] = {
+    "eager": BackendSpec(EagerBackend, ONNX_ONLY_OPTIONS + BF16_ONLY_OPTIONS),
+    "bf16": BackendSpec(BF16Backend, ONNX_ONLY_OPTIONS),
+    "bf16-autocast": BackendSpec(AutocastBF16Backend, ONNX_ONLY_OPTIONS),
+    "bf16-compile": BackendSpec(functools.partial(BF16Backend, compile=True), ONNX_ONLY_OPTIONS),
+    "onnx": BackendSpec(OnnxBackend, BF16_ONLY_OPTIONS),
+    "onnx-int8": BackendSpec(functools.partial(OnnxBackend, int8=True), BF16_ONLY_OPTIONS),
+}
+BACKENDS = tuple(REGISTRY)
+
+
+def build_backend(name: str, model: nn.Module, timed: bool = False, **options: Any) -> NetworkBackend | TimedBackend:
+    """Back-end ``name`` (one of :data:`BACKENDS`) around ``model``; ``options`` go to its constructor.
+
+    Options: ``threads`` (all); ONNX: ``cache_dir``, ``optimization``, ``spinning``, ``exporter``, ``opset``,
+    ``per_channel``, ``validate``, ``cache_max_entries``, ``torch_threads``, ``matmul_head``; bf16:
+    ``allow_emulated``. Each family ignores the other's options, so one option set can be passed to every
+    back-end; anything else unknown is an error. ``timed=True`` wraps the result in a :class:`TimedBackend`.
+    """
+    key = str(name).lower().replace("_", "-")
+    spec = REGISTRY.get(key)
+    if spec is None:
+        raise BackendError(f"unknown network back-end '{name}'; choose one of {list(BACKENDS)}")
+    options = {option: value for option, value in options.items() if option not in spec.ignored_options}
+    unknown = sorted(set(options) - spec.accepted_options())
+    if unknown:
+        raise BackendError(f"back-end '{key}': unexpected keyword argument(s) {unknown}; it accepts "
+                           f"{sorted(spec.accepted_options())}")
+    backend = spec.build(model, **options)
+    return TimedBackend(backend) if timed else backend
