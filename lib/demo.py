@@ -13,9 +13,9 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -28,8 +28,8 @@ from lib.test.tracker.factory import TrackerFactory
 from lib.train import run_training
 from lib.utils.io import atomic_path, atomic_write_text
 from lib.utils.paths import Paths, get_paths
-from lib.utils.run_layout import TrainingRun
 from lib.utils.profiling import count_macs_published
+from lib.utils.run_layout import TrainingRun
 
 log = logging.getLogger(__name__)
 SCRIPT = "demo"

@@ -49,3 +49,13 @@ def _isolated_settings(tmp_path_factory, monkeypatch):
         if key.startswith("LORETRACK_") and key != "LORETRACK_SHARED_DIR":
             monkeypatch.delenv(key)
     monkeypatch.setenv("LORETRACK_SETTINGS", str(tmp_path_factory.getbasetemp() / "no_local_settings.yaml"))
+
+
+SHARED_FIXTURES = {"shared_dir", "shared_data", "parity_dir"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that reads ../shared, from the fixtures it uses (so the mark cannot drift)."""
+    for item in items:
+        if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_shared)

@@ -255,6 +255,7 @@ def test_cli_usage_errors_are_one_line_with_exit_code_2(analysis_cli, tmp_path, 
     assert "no tracker could be scored" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_cli_end_to_end_with_the_dataset_reader(shared_data, tmp_path):
     script = str(REPO_ROOT / "tracking" / "analysis_results.py")
     command = [sys.executable, script, "--dataset", "otb", "--dataset_root", str(shared_data / "otb_mini_sequences"),
@@ -269,6 +270,7 @@ def test_cli_end_to_end_with_the_dataset_reader(shared_data, tmp_path):
     assert bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.e2e
 def test_pack_cli_writes_once_and_refuses_to_overwrite(tmp_path):
     folder = results_subfolder(results_folder(get_paths(save_dir=tmp_path / "out"), "trk", "cfg"), "trackingnet")
     folder.mkdir(parents=True)

@@ -46,6 +46,7 @@ def files(tmp_path_factory):
     return folder / "tiny.yaml", checkpoint, video
 
 
+@pytest.mark.e2e
 def test_unknown_key(tmp_path, files):
     _, checkpoint, video = files
     bad = tmp_path / "bad.yaml"
@@ -54,6 +55,7 @@ def test_unknown_key(tmp_path, files):
                            "unknown key 'MODEL.HEAD.NUM_CHANELS'", "bad.yaml")
 
 
+@pytest.mark.e2e
 def test_malformed_yaml(tmp_path, files):
     _, checkpoint, video = files
     bad = tmp_path / "broken.yaml"
@@ -62,12 +64,14 @@ def test_malformed_yaml(tmp_path, files):
                            "broken.yaml")
 
 
+@pytest.mark.e2e
 def test_missing_weight_file(files, tmp_path):
     config, _, video = files
     _assert_one_line_error(_run(config, tmp_path / "none.pth.tar", video, "--init_bbox", "20,40,30,30"),
                            "weight file not found")
 
 
+@pytest.mark.e2e
 def test_checkpoint_of_another_architecture(files, tmp_path):
     config, _, video = files
     cfg = student_config()
@@ -79,6 +83,7 @@ def test_checkpoint_of_another_architecture(files, tmp_path):
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 
 
+@pytest.mark.e2e
 def test_bad_video_and_box(files, tmp_path):
     config, checkpoint, video = files
     _assert_one_line_error(_run(config, checkpoint, tmp_path / "none.mp4", "--init_bbox", "1,1,5,5"),
@@ -87,6 +92,7 @@ def test_bad_video_and_box(files, tmp_path):
     _assert_one_line_error(_run(config, checkpoint, video, "--init_bbox", "20,40,0,30"), "zero or negative size")
 
 
+@pytest.mark.e2e
 def test_video_demo_writes_annotated_video_and_boxes(files, tmp_path):
     config, checkpoint, video = files
     result = _run(config, checkpoint, video, "--init_bbox", "20,40,30,30", "--output", tmp_path)

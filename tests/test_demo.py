@@ -16,6 +16,7 @@ from lib.utils.paths import REPO_ROOT
 from tests.model_configs import student_config
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_quick_demo_runs_every_stage_and_reuses_them(tmp_path):
     command = [sys.executable, str(REPO_ROOT / "tracking" / "demo.py"), "--quick", "--output", str(tmp_path),
@@ -35,6 +36,7 @@ def test_quick_demo_runs_every_stage_and_reuses_them(tmp_path):
     assert second.stdout.count("reusing") == 3 and "training" not in second.stdout
 
 
+@pytest.mark.e2e
 def test_video_demo_on_real_otb_frames(tmp_path, shared_data, parity_dir):
     frames_dir = shared_data / "otb_mini_sequences" / "Crossing" / "img"
     files = sorted(frames_dir.glob("*.jpg"))[:30]

@@ -207,6 +207,7 @@ def _cli(*args: str, root: Path) -> subprocess.CompletedProcess:
                           timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
 
 
+@pytest.mark.e2e
 def test_cli(tmp_path):
     result = _cli("--train", "1", "--val", "1", "--test", "1", "--size", "96x64", "--frames", "20", "--quiet",
                   root=tmp_path)

@@ -131,6 +131,7 @@ def _run(tmp_path, name: str) -> TrainingRun:
     return TrainingRun(get_paths(save_dir=tmp_path / "out"), "loretrack", name)
 
 
+@pytest.mark.e2e
 def test_train_cli_reports_teacher_mismatch_in_one_line(tmp_path, teacher_files):
     data = make_custom_dataset(tmp_path / "data", num_sequences=1)
     wrong = load_config(teacher_files[0], overrides={"MODEL.BACKBONE.EMBED_DIM": 48})
@@ -144,6 +145,7 @@ def test_train_cli_reports_teacher_mismatch_in_one_line(tmp_path, teacher_files)
     assert not _run(tmp_path, "student").checkpoint_dir.exists()
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_two_process_ddp_with_teacher(tmp_path, teacher_files):
     data = make_custom_dataset(tmp_path / "data", num_sequences=3)

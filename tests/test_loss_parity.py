@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lib.models import build_model
-from lib.train.distillation import disc_kd_loss, discriminative_mask, qkv_kd_loss, search_map, align
+from lib.train.distillation import align, disc_kd_loss, discriminative_mask, qkv_kd_loss, search_map
 from lib.train.losses import box_losses, ce_keep_rate, focal_loss, gaussian_radius, generate_heatmap
 from tests.model_configs import main_config, student_config
 

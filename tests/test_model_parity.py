@@ -60,7 +60,7 @@ def test_candidate_elimination_matches_official(parity_dir, inputs, run):
     opt_feat = expected["backbone_feat"][:, 64:].transpose(1, 2).reshape(3, 64, 16, 16)
     _close(out["opt_feat"], opt_feat, f"{run}/opt_feat")
     assert len(out["removed_indexes_s"]) == len(expected["removed_indexes_s"]) == 2
-    for ours, theirs in zip(out["removed_indexes_s"], expected["removed_indexes_s"]):
+    for ours, theirs in zip(out["removed_indexes_s"], expected["removed_indexes_s"], strict=True):
         assert torch.equal(ours.sort(dim=1).values, theirs.sort(dim=1).values)
     final = expected["global_index_s_final"]
     assert torch.equal(out["global_index_s"].sort(dim=1).values, final.sort(dim=1).values)

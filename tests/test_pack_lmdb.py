@@ -8,8 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -78,6 +78,7 @@ def read_until_marker(proc: subprocess.Popen, timeout_s: float = 60.0) -> tuple[
             return Path(line[len(PAUSE_MARKER):].strip()), seen
 
 
+@pytest.mark.e2e
 def test_killed_pack_leaves_a_temporary_that_the_next_run_removes(tmp_path, capsys, pack_main):
     src, dst = tmp_path / "src", tmp_path / "out.lmdb"
     make_tree(src)

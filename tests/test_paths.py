@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -21,6 +20,7 @@ def test_defaults_are_inside_the_repository():
     assert paths.dataset_dir("lasot", must_exist=False) == REPO_ROOT / "data" / "lasot"
 
 
+@pytest.mark.e2e
 def test_settings_file_written_by_the_script_is_used(tmp_path, monkeypatch):
     settings = tmp_path / "local_settings.yaml"
     monkeypatch.setenv("LORETRACK_SETTINGS", str(settings))
@@ -63,6 +63,7 @@ def test_bad_settings_file_is_a_clear_error(tmp_path, monkeypatch):
         get_paths()
 
 
+@pytest.mark.e2e
 def test_script_error_is_one_line_and_exit_code_2(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--workspace_dir", str(tmp_path / "missing")],
                             capture_output=True, text=True)

@@ -63,6 +63,7 @@ def test_the_official_checkpoint_name_is_kept():
 
 # ------------------------------------------------------------------------------------------- training
 
+@pytest.mark.e2e
 def test_a_second_run_into_the_same_folder_is_refused_and_the_first_is_untouched(dataset, tmp_path):
     cfg_path = tiny_training_yaml(tmp_path / "tiny.yaml", dataset, epochs=1, samples=8)
     _train(cfg_path, tmp_path / "out")
@@ -161,6 +162,7 @@ def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(dataset, t
     assert all(torch.equal(expected[k], actual[k]) for k in expected)
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_kill_during_a_checkpoint_save_then_resume_is_bit_identical(dataset, tmp_path):
     cfg_path = tiny_training_yaml(tmp_path / "kill.yaml", dataset, epochs=3, samples=8)
@@ -235,6 +237,7 @@ def _track(config: Path, checkpoint: Path, otb_root: Path, save_dir: Path, *extr
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_tracking_reuses_only_results_of_the_same_run(tiny_tracker, shared_data, tmp_path):
     config, checkpoint, other_checkpoint = tiny_tracker
     otb_root = shared_data / "otb_mini_sequences"

@@ -19,8 +19,13 @@ import pytest
 
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.datasets import get_dataset
-from lib.test.evaluation.running import (device_for_worker, result_path_base, result_problem, run_dataset,
-                                         threads_per_worker)
+from lib.test.evaluation.running import (
+    device_for_worker,
+    result_path_base,
+    result_problem,
+    run_dataset,
+    threads_per_worker,
+)
 from lib.utils.run_layout import result_files
 
 MINI_OTB = ["Couple", "Crossing", "Football1"]
@@ -131,6 +136,7 @@ def _processes_with_marker(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses SIGKILL and /proc")
 def test_killed_run_resumes_to_identical_files(shared_data, mini_otb, reference_results, tmp_path):
     """SIGKILL the runner (2 workers) after its first sequence; a re-run completes only the rest."""
@@ -193,7 +199,7 @@ def test_invalid_boxes_fail_with_the_sequence_name(mini_otb, tmp_path):
     report = run_dataset(DummyTracker, sequences, tmp_path, show_progress=False, log=lambda _: None)
     assert report.failed == list(bad_init) and not report.done
     reasons = ["NaN or infinity", "zero or negative size", "entirely outside", "entirely outside"]
-    for result, reason in zip(report.results, reasons):
+    for result, reason in zip(report.results, reasons, strict=True):
         assert f"sequence '{result.name}'" in result.error and reason in result.error and result.details is None
     assert not any(tmp_path.iterdir())
 

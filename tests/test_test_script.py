@@ -41,6 +41,7 @@ def _analyse(otb_root, save_dir, json_path):
     return table[0].split("|")[:6], json.loads(json_path.read_text())
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_results(tiny_tracker, shared_data, tmp_path):
     config, checkpoint = tiny_tracker
@@ -78,6 +79,7 @@ def test_killed_run_resumes_to_the_same_results(tiny_tracker, shared_data, tmp_p
     assert without_fps[0] == without_fps[1]
 
 
+@pytest.mark.e2e
 def test_bad_input_is_one_line_exit_2(tiny_tracker, shared_data, tmp_path):
     config, checkpoint = tiny_tracker
     otb_root = shared_data / "otb_mini_sequences"

@@ -52,7 +52,7 @@ def test_tracker_boxes_match_official(name, parity_dir, shared_data, tracker_fix
     model.load_state_dict(torch.load(parity_dir / weights, weights_only=True), strict=True)
     tracker = OSTrackTracker.from_config(cfg, model=model)
     frames = [read_rgb(shared_data / "otb_mini_sequences" / f) for f in expected["frame_files"]]
-    for frame, md5 in zip(frames, expected["frame_rgb_md5"]):
+    for frame, md5 in zip(frames, expected["frame_rgb_md5"], strict=True):
         assert hashlib.md5(frame.tobytes()).hexdigest() == md5, "JPEG decoding differs from the fixtures' OpenCV"
     boxes = [tracker.initialize(frames[0], {"init_bbox": expected["init_bbox"]})["target_bbox"]]
     boxes += [tracker.track(frame)["target_bbox"] for frame in frames[1:]]

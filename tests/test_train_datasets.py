@@ -14,9 +14,21 @@ import numpy as np
 import pytest
 import torch
 
-from lib.train.data.datasets import (CORRUPT_FRAME_ERRORS, Coco17, CorruptFrameError, CustomFolder, DatasetError,
-                                     FolderStorage, Got10k, ImagenetVID, Lasot, LmdbStorage, TrackingNet,
-                                     build_dataset, pack_folder)
+from lib.train.data.datasets import (
+    CORRUPT_FRAME_ERRORS,
+    Coco17,
+    CorruptFrameError,
+    CustomFolder,
+    DatasetError,
+    FolderStorage,
+    Got10k,
+    ImagenetVID,
+    Lasot,
+    LmdbStorage,
+    TrackingNet,
+    build_dataset,
+    pack_folder,
+)
 from lib.train.data.datasets.base import DATA_SPECS_DIR, read_split_file
 from lib.utils.cli import run_main
 from lib.utils.errors import SettingsError, UserError
@@ -275,7 +287,7 @@ def test_frame_cache_returns_identical_copies_within_its_budget(tmp_path):
     cached.frame_cache = FrameCache(3 * frame_bytes)  # room for three frames
     for ids in ([0, 5], [0, 5], [1, 2, 3], [0]):
         got, want = cached.get_frames(1, ids)[0], plain.get_frames(1, ids)[0]
-        assert all(np.array_equal(g, w) for g, w in zip(got, want))
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))
     assert cached.frame_cache.hits == 2 and len(cached.frame_cache) == 3
     assert cached.frame_cache.bytes <= 3 * frame_bytes
     first = cached.get_frames(1, [3])[0][0]
@@ -283,6 +295,7 @@ def test_frame_cache_returns_identical_copies_within_its_budget(tmp_path):
     assert np.array_equal(cached.get_frames(1, [3])[0][0], plain.get_frames(1, [3])[0][0])
 
 
+@pytest.mark.e2e
 def test_lmdb_round_trip_gives_identical_frames_and_annotations(tmp_path):
     make_got10k(tmp_path / "got10k")
     result = subprocess.run([sys.executable, str(PACK_SCRIPT), "--src", str(tmp_path / "got10k"), "--dst",
@@ -298,7 +311,7 @@ def test_lmdb_round_trip_gives_identical_frames_and_annotations(tmp_path):
         ids = list(range(len(expected["bbox"])))
         frames_a, _, meta_a = folder.get_frames(seq_id, ids)
         frames_b, _, meta_b = packed.get_frames(seq_id, ids)
-        assert all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b)) and meta_a == meta_b
+        assert all(np.array_equal(a, b) for a, b in zip(frames_a, frames_b, strict=True)) and meta_a == meta_b
     storage = packed.storage
     assert storage.list_subdirs("val") == ["GOT-10k_Val_000001", "GOT-10k_Val_000002"]
     assert storage.list_files("val/GOT-10k_Val_000001") == ["00000001.jpg", "00000002.jpg", "groundtruth.txt"]
@@ -394,4 +407,4 @@ def test_lmdb_dataset_works_in_forked_loader_workers(tmp_path):
     expected = [torch.from_numpy(dataset.get_frames(i, [0])[0][0]) for i in range(len(dataset))]
     loader = torch.utils.data.DataLoader(_FirstFrames(dataset), batch_size=None, num_workers=2,
                                          multiprocessing_context="fork")
-    assert all(torch.equal(a, b) for a, b in zip(loader, expected))
+    assert all(torch.equal(a, b) for a, b in zip(loader, expected, strict=True))

@@ -69,6 +69,7 @@ def _train_command(cfg_path: Path, save_dir: Path, *extra: str) -> list[str]:
             str(save_dir), "--no_progress", "--device", "cpu", *extra]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_run_killed_mid_epoch_resumes_to_identical_weights(dataset, tmp_path):
     cfg_path = tiny_training_yaml(tmp_path / "resume.yaml", dataset, epochs=3, samples=96)
@@ -134,6 +135,7 @@ def test_bad_data_is_skipped_with_counted_warnings(tmp_path, caplog):
     assert "unreadable frame" in caplog.text
 
 
+@pytest.mark.e2e
 def test_missing_dataset_root_names_the_setting(tmp_path):
     cfg_path = tmp_path / "got.yaml"
     tiny_training_yaml(cfg_path, tmp_path, epochs=1)
@@ -146,6 +148,7 @@ def test_missing_dataset_root_names_the_setting(tmp_path):
     assert "LORETRACK_GOT10K_DIR" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_two_process_ddp_on_cpu(dataset, tmp_path):
     cfg_path = tiny_training_yaml(tmp_path / "ddp.yaml", dataset, epochs=1, samples=16, batch=2)
@@ -159,6 +162,7 @@ def test_two_process_ddp_on_cpu(dataset, tmp_path):
     assert not any(k.startswith("module.") for k in checkpoint["net"])
 
 
+@pytest.mark.e2e
 def test_wandb_logging_works_offline(dataset, tmp_path):
     cfg_path = tiny_training_yaml(tmp_path / "wb.yaml", dataset, epochs=1, samples=8)
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
@@ -186,9 +190,9 @@ def test_loader_workers_follow_the_epoch(dataset, tmp_path, num_workers):
         return result
 
     in_process, in_workers = epochs_of_batches(0), epochs_of_batches(num_workers)
-    for epoch, (expected, got) in enumerate(zip(in_process, in_workers), start=1):
+    for epoch, (expected, got) in enumerate(zip(in_process, in_workers, strict=True), start=1):
         assert len(expected) == len(got) == 2
-        for a, b in zip(expected, got):
+        for a, b in zip(expected, got, strict=True):
             assert torch.equal(a, b), f"epoch {epoch}: workers drew different pairs than the main process"
     assert not torch.equal(in_process[0][0], in_process[1][0]), "epochs 1 and 2 drew the same pairs"
 

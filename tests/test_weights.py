@@ -1,7 +1,6 @@
 """Weight loading: official .pth.tar layout, MAE files, resolution changes, bad files."""
 from __future__ import annotations
 
-import os
 import random
 import sys
 import textwrap

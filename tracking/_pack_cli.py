@@ -6,7 +6,6 @@ import argparse
 from collections.abc import Sequence
 
 import _init_paths  # noqa: F401
-
 from lib.test.utils.packing import pack_results, results_folder_to_pack
 from lib.utils import run_layout
 from lib.utils.cli import base_parser

@@ -23,7 +23,6 @@ import argparse
 from collections.abc import Sequence
 
 import _init_paths  # noqa: F401
-
 from lib.test.analysis.report import write_json
 from lib.test.analysis.workflow import AnalysisRequest, run_analysis
 from lib.utils import run_layout

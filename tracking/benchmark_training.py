@@ -1,7 +1,8 @@
 """Training throughput (samples/s) and, under distillation, the teacher's share of the step time.
 
     python tracking/benchmark_training.py --config loretrack_128 --script loretrack --batch 8 --steps 10
-    python tracking/benchmark_training.py --config vitb_256_mae_32x4_ep300 --opts DATA.SEARCH.SIZE=128 DATA.TEMPLATE.SIZE=64
+    python tracking/benchmark_training.py --config vitb_256_mae_32x4_ep300 \\
+        --opts DATA.SEARCH.SIZE=128 DATA.TEMPLATE.SIZE=64
 
 Steps run on random crops (data loading excluded: it runs in worker processes during real training), with
 the real actor, optimiser and gradient clipping. A distillation config without teacher weights gets a
@@ -16,7 +17,6 @@ import time
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-
 from lib.utils.cli import run_main
 
 

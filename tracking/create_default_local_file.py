@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-
 from lib.utils.cli import run_main
 from lib.utils.errors import SettingsError
 from lib.utils.paths import settings_file, write_settings_file
@@ -22,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace_dir", default=".", help="project workspace (default: current folder)")
     parser.add_argument("--data_dir", default="./data", help="root holding one sub-folder per dataset")
     parser.add_argument("--save_dir", default="./output", help="checkpoints, logs and tracking results")
-    parser.add_argument("--pretrained_dir", default=None, help="weights folder (default: <workspace>/pretrained_models)")
+    parser.add_argument("--pretrained_dir", default=None,
+                        help="weights folder (default: <workspace>/pretrained_models)")
     parser.add_argument("--output", default=None, help=f"settings file to write (default: {settings_file()})")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)

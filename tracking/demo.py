@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-
 from lib.utils.cli import run_main
 from lib.utils.errors import UserError
 

@@ -14,10 +14,10 @@ import argparse
 import json
 import re
 import sys
-from typing import Callable, NoReturn, Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import _init_paths  # noqa: F401
-
 from lib.data.embedded import MANIFEST_NAME, SPLITS, EmbeddedParams, embedded_root, ensure_embedded_benchmark
 from lib.utils.cli import run_main
 from lib.utils.errors import UserError

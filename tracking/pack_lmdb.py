@@ -16,7 +16,6 @@ import argparse
 import sys
 
 import _init_paths  # noqa: F401
-
 from lib.train.data.datasets.storage import pack_folder
 from lib.utils.cli import run_main
 

@@ -9,7 +9,6 @@ from collections.abc import Sequence
 
 import _init_paths  # noqa: F401
 from _pack_cli import pack_command
-
 from lib.utils.cli import run_main
 
 

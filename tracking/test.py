@@ -13,7 +13,6 @@ moves them aside (never deletes) or ``--runid N`` tracks into a separate folder.
 from __future__ import annotations
 
 import _init_paths  # noqa: F401
-
 from lib.utils.cli import base_parser, run_main
 
 

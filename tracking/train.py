@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-
 from lib.utils.cli import base_parser, run_main
 from lib.utils.errors import UserError
 

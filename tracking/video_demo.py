@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-
 from lib.utils.cli import run_main
 from lib.utils.errors import UserError
 

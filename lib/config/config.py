@@ -7,8 +7,9 @@ with ``_BASE_: <path relative to it>`` (as in detectron2) and state only what di
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -31,7 +32,7 @@ class Config(dict):
     def __setattr__(self, name: str, value: Any) -> None:
         self[name] = value
 
-    def __deepcopy__(self, memo: dict) -> "Config":
+    def __deepcopy__(self, memo: dict) -> Config:
         return _to_config(copy.deepcopy(self.to_dict(), memo))
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,7 +5,8 @@ The same class serves OSTrack, the LoReTrack student and the LoReTrack teacher; 
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -9,8 +9,8 @@ search grid. Parameter names match OSTrack / MAE / timm checkpoints (``blocks.{i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -140,8 +140,8 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.keep_ratio = keep_ratio
 
-    def forward(self, x: torch.Tensor, state: "TokenState", keep_ratio: float | None = None,
-                template_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, "BlockOutput"]:
+    def forward(self, x: torch.Tensor, state: TokenState, keep_ratio: float | None = None,
+                template_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, BlockOutput]:
         ratio = self.keep_ratio if keep_ratio is None else keep_ratio
         eliminates = self.keep_ratio < 1 and ratio < 1
         attn_out, attn, qkv = self.attn(self.norm1(x), need_weights=eliminates)
@@ -229,7 +229,7 @@ class VisionTransformerTracker(nn.Module):
         self.cls_token.requires_grad_(False)
         self.pos_embed.requires_grad_(False)
 
-        keep = {loc: ratio for loc, ratio in zip(ce_loc, ce_keep_ratio)}
+        keep = {loc: ratio for loc, ratio in zip(ce_loc, ce_keep_ratio, strict=True)}
         rates = torch.linspace(0, drop_path_rate, depth).tolist() if depth > 1 else [drop_path_rate]
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, drop_path=rates[i], keep_ratio=keep.get(i, 1.0))

@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ class Placeholder:
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
-    def __call__(self, *args: Any, **kwargs: Any) -> "Placeholder":
+    def __call__(self, *args: Any, **kwargs: Any) -> Placeholder:
         return type(self)(*args, **kwargs)
 
     def __repr__(self) -> str:

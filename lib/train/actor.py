@@ -6,7 +6,8 @@ builds the heatmap target on the network's grid and adds whatever terms the dist
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F

@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
 from lib.models.weights import load_state_dict_adapted, read_checkpoint, save_checkpoint
 from lib.utils.errors import UserError, WeightsError
 from lib.utils.io import move_aside, remove_stale_temp_files
-from lib.utils.provenance import (config_differences, describe_differences, file_sha256, new_manifest, now,
-                                  read_manifest, write_manifest)
+from lib.utils.provenance import (
+    config_differences,
+    describe_differences,
+    file_sha256,
+    new_manifest,
+    now,
+    read_manifest,
+    write_manifest,
+)
 from lib.utils.run_layout import TrainingRun, checkpoint_name
 
 log = logging.getLogger(__name__)
@@ -137,7 +145,7 @@ class Checkpointer:
     # ----------------------------------------------------------------------------------------- resume
     def latest_readable(self) -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that reads; unreadable newer ones are named in a warning and skipped."""
-        for epoch, path in reversed(self.run.checkpoints().items()):
+        for path in reversed(self.run.checkpoints().values()):
             try:
                 return path, read_checkpoint(path)
             except WeightsError as err:

@@ -9,7 +9,7 @@ the teacher's maps through a channel-softmax KL (:func:`lib.train.losses.channel
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +69,7 @@ def qkv_kd_loss(student_qkv: dict[int, Sequence[torch.Tensor]], teacher_qkv: dic
     total = None
     parts: dict[str, float] = {}
     for pair_index, (s_block, t_block) in enumerate(layer_pairs):
-        for name, weight, s_x, t_x in zip("qkv", weights, student_qkv[s_block], teacher_qkv[t_block]):
+        for name, weight, s_x, t_x in zip("qkv", weights, student_qkv[s_block], teacher_qkv[t_block], strict=True):
             s_map = search_map(s_x, student_template_tokens)
             if projections is not None:
                 s_map = projections[pair_index][name](s_map)

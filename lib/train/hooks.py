@@ -4,8 +4,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -42,7 +43,7 @@ class FrozenTeacher(nn.Module):
             param.requires_grad_(False)
         super().train(False)
 
-    def train(self, mode: bool = True) -> "FrozenTeacher":
+    def train(self, mode: bool = True) -> FrozenTeacher:
         return super().train(False)
 
     @property
@@ -104,7 +105,7 @@ class LoReTrackDistiller:
             if len(s_layers) != len(t_layers):
                 raise ConfigError(f"DISTILL.QKV.STUDENT_LAYERS {s_layers} and TEACHER_LAYERS {t_layers} must pair up "
                                   "one to one")
-            self.qkv_pairs = list(zip(s_layers, t_layers))
+            self.qkv_pairs = list(zip(s_layers, t_layers, strict=True))
         self.student_blocks = sorted({s for s, _ in self.qkv_pairs})
         self.teacher_blocks = sorted({t for _, t in self.qkv_pairs})
         self.projections = self._build_projections(s_bb.embed_dim, t_bb.embed_dim, distill.PROJECTION)
@@ -130,7 +131,7 @@ class LoReTrackDistiller:
                  teacher_dim)
         return projections
 
-    def to(self, device: torch.device) -> "LoReTrackDistiller":
+    def to(self, device: torch.device) -> LoReTrackDistiller:
         self.teacher.to(device)
         if self.projections is not None:
             self.projections.to(device)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -19,10 +20,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from lib.config import Config, load_config, resolve_config_path
 from lib.models import build_model
 from lib.train.actor import TrackingActor, TrainingDivergedError
+from lib.train.checkpointer import Checkpointer, ResumePoint
 from lib.train.data.frame_cache import FrameCache
 from lib.train.data.processing import CropSettings, PairProcessing
 from lib.train.data.sampler import TrackingSampler, collate_pairs
-from lib.train.checkpointer import Checkpointer, ResumePoint
 from lib.train.hooks import CheckpointHook, LoggingHook, ValidationHook
 from lib.train.trainer import Trainer
 from lib.utils.errors import ConfigError, UserError
@@ -118,7 +119,7 @@ def build_optimizer(cfg: Config, model: torch.nn.Module, extra: torch.nn.Module 
     params = [head, backbone]
     if extra is not None:
         params.append([p for p in extra.parameters() if p.requires_grad])
-    groups = [{"params": p, "lr": lr} for p, lr in zip(params, group_learning_rates(cfg, len(params)))]
+    groups = [{"params": p, "lr": lr} for p, lr in zip(params, group_learning_rates(cfg, len(params)), strict=True)]
     optimizer = torch.optim.AdamW(groups, lr=train.LR, weight_decay=train.WEIGHT_DECAY)
     if train.SCHEDULER.TYPE != "step":
         raise ConfigError(f"TRAIN.SCHEDULER.TYPE '{train.SCHEDULER.TYPE}' is not supported; use step")
@@ -139,7 +140,7 @@ def apply_optimizer_config(cfg: Config, optimizer: torch.optim.Optimizer, schedu
     scheduler.base_lrs = bases
     scheduler.step_size = train.LR_DROP_EPOCH
     scheduler.gamma = train.SCHEDULER.DECAY_RATE
-    for group, base in zip(optimizer.param_groups, bases):
+    for group, base in zip(optimizer.param_groups, bases, strict=True):
         group["initial_lr"] = base
         group["lr"] = base * train.SCHEDULER.DECAY_RATE ** (epoch // train.LR_DROP_EPOCH)
         group["weight_decay"] = train.WEIGHT_DECAY

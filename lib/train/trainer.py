@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 class HookBase:
     """Override any of these; ``trainer`` gives access to the whole state."""
 
-    trainer: "Trainer"
+    trainer: Trainer
 
     def before_train(self) -> None: ...
 

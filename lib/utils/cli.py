@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from lib.utils.errors import UserError
 

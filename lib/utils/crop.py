@@ -8,8 +8,8 @@ padded square is resized bilinearly with OpenCV.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np

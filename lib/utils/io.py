@@ -15,10 +15,10 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 # A test-only hook (read at each rename): when a target's file name matches this glob, the writer prints
 # PAUSE_MARKER and the temporary path to stderr and sleeps before the rename, so a test can kill it there.

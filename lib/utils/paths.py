@@ -15,9 +15,9 @@ own setting. Nobody needs to edit code to point the framework at their data.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 import yaml
 

@@ -11,10 +11,11 @@ import json
 import platform
 import socket
 import subprocess
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from lib.config.defaults import NON_RESULT_KEYS
 from lib.utils.errors import UserError

@@ -1,8 +1,8 @@
 """Writing annotated videos (demo outputs, qualitative results)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np

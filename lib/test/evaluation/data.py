@@ -1,8 +1,10 @@
 """The sequence record every benchmark reader returns and every evaluation step consumes."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from collections.abc import Sequence as SequenceType
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence as SequenceType
+from typing import Any
 
 import numpy as np
 

@@ -6,10 +6,10 @@ each reader expects are described in its module under :mod:`lib.test.evaluation.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
 
 from lib.test.evaluation.benchmarks.folder import read_folder
 from lib.test.evaluation.benchmarks.got10k import read_got10k

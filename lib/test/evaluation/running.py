@@ -21,23 +21,24 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
 from lib.test.evaluation.data import Sequence
+from lib.utils import run_layout
 from lib.utils.boxes import InvalidBoxError, validate_init_box
 from lib.utils.errors import UserError
 from lib.utils.image import read_rgb
 from lib.utils.io import atomic_write_text, move_aside, remove_stale_temp_files
-from lib.utils.provenance import read_manifest, now, write_manifest
-from lib.utils import run_layout
+from lib.utils.provenance import now, read_manifest, write_manifest
 from lib.utils.run_layout import MANIFEST_NAME, RESULT_SUBFOLDER_TAGS, result_files, results_subfolder
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")

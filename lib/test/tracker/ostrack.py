@@ -8,14 +8,15 @@ update, no score threshold, no smoothing (``../shared/docs/method.md`` §4).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from lib.models.head import decode_boxes
+from lib.utils.boxes import validate_init_box
 from lib.utils.crop import box_to_crop, sample_target
-from lib.utils.boxes import InvalidBoxError, validate_init_box
 
 NetworkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], Mapping[str, torch.Tensor]]
 
@@ -76,7 +77,7 @@ class OSTrackTracker:
 
     @classmethod
     def from_config(cls, cfg: Any, checkpoint: str | None = None, device: str | torch.device = "cpu",
-                    model: torch.nn.Module | None = None, **kwargs: Any) -> "OSTrackTracker":
+                    model: torch.nn.Module | None = None, **kwargs: Any) -> OSTrackTracker:
         """Build the network at the config's TEST sizes and load ``checkpoint`` strictly."""
         from lib.models import build_model, load_weights
 

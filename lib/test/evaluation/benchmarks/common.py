@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Iterable
+from collections.abc import Sequence as SequenceType
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence as SequenceType
+from typing import Any
 
 import numpy as np
 

@@ -6,11 +6,17 @@ files, in natural order (``2.jpg`` before ``10.jpg``). ``root`` may also be one 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from lib.test.evaluation.benchmarks.common import (DatasetError, build_sequences, listed_frames, load_boxes,
-                                                   select_names, subfolders)
+from lib.test.evaluation.benchmarks.common import (
+    DatasetError,
+    build_sequences,
+    listed_frames,
+    load_boxes,
+    select_names,
+    subfolders,
+)
 from lib.test.evaluation.data import Sequence
 
 GROUND_TRUTH = "groundtruth.txt"

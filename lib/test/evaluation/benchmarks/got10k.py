@@ -7,11 +7,20 @@ Besides the boxes, each sequence carries what the official AO metric needs when 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from lib.test.evaluation.benchmarks.common import (DatasetError, build_sequences, listed_frames, load_boxes,
-                                                   load_flags, read_key_values, read_lines, select_names)
+from lib.test.evaluation.benchmarks.common import (
+    DatasetError,
+    build_sequences,
+    listed_frames,
+    load_boxes,
+    load_flags,
+    read_key_values,
+    read_lines,
+    select_names,
+)
 from lib.test.evaluation.data import Sequence
 from lib.utils.errors import SettingsError
 from lib.utils.paths import REPO_ROOT

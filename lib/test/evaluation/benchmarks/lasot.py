@@ -1,11 +1,18 @@
 """LaSOT and its extension subset: ``<root>/<class>/<class>-<n>/`` with ``img/%08d.jpg`` frames."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from lib.test.evaluation.benchmarks.common import (DatasetError, build_sequences, load_boxes, load_flags,
-                                                   load_sequence_list, numbered_frames, select_names)
+from lib.test.evaluation.benchmarks.common import (
+    DatasetError,
+    build_sequences,
+    load_boxes,
+    load_flags,
+    load_sequence_list,
+    numbered_frames,
+    select_names,
+)
 from lib.test.evaluation.data import Sequence
 
 LIST_FILES = {"lasot": "lasot_test.txt", "lasot_extension_subset": "lasot_extension_subset.txt"}

@@ -6,11 +6,16 @@ with occlusion.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from lib.test.evaluation.benchmarks.common import (build_sequences, load_boxes, load_sequence_list, numbered_frames,
-                                                   select_names)
+from lib.test.evaluation.benchmarks.common import (
+    build_sequences,
+    load_boxes,
+    load_sequence_list,
+    numbered_frames,
+    select_names,
+)
 from lib.test.evaluation.data import Sequence
 
 NAME_PREFIX = "nfs_"

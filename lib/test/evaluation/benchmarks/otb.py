@@ -8,11 +8,18 @@ Sequences shorter than their image folder (Football1: 74 of 81 frames) use the l
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from lib.test.evaluation.benchmarks.common import (attribute_flags, build_sequences, load_boxes, load_sequence_list,
-                                                   numbered_frames, read_lines, select_names)
+from lib.test.evaluation.benchmarks.common import (
+    attribute_flags,
+    build_sequences,
+    load_boxes,
+    load_sequence_list,
+    numbered_frames,
+    read_lines,
+    select_names,
+)
 from lib.test.evaluation.data import Sequence
 
 ATTRIBUTES = ("IV", "SV", "OCC", "DEF", "MB", "FM", "IPR", "OPR", "OV", "BC", "LR")

@@ -5,11 +5,17 @@ zero-padded names TNL2K uses). The description (first line, lower-cased) goes to
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from lib.test.evaluation.benchmarks.common import (build_sequences, listed_frames, load_boxes, read_lines, select_names,
-                                                   subfolders)
+from lib.test.evaluation.benchmarks.common import (
+    build_sequences,
+    listed_frames,
+    load_boxes,
+    read_lines,
+    select_names,
+    subfolders,
+)
 from lib.test.evaluation.data import Sequence
 
 

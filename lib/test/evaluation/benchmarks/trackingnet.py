@@ -1,8 +1,8 @@
 """TrackingNet test set: ``<root>/TEST/anno/<seq>.txt`` (first box only) and ``TEST/frames/<seq>/<i>.jpg``."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from lib.test.evaluation.benchmarks.common import DatasetError, build_sequences, listed_frames, load_boxes, select_names
 from lib.test.evaluation.data import Sequence

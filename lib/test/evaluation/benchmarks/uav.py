@@ -6,11 +6,18 @@ metric rules count them). ``anno/UAV123/att/<name>.txt`` (12 flags) fills ``extr
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
-from lib.test.evaluation.benchmarks.common import (DatasetError, build_sequences, load_boxes, load_sequence_list,
-                                                   load_table, numbered_frames, select_names)
+from lib.test.evaluation.benchmarks.common import (
+    DatasetError,
+    build_sequences,
+    load_boxes,
+    load_sequence_list,
+    load_table,
+    numbered_frames,
+    select_names,
+)
 from lib.test.evaluation.data import Sequence
 
 NAME_PREFIX = "uav_"
@@ -33,7 +40,7 @@ def read_uav(root: Path, names: Iterable[str] | None) -> list[Sequence]:
             flags = load_table(att_file).ravel()
             if len(flags) != len(ATTRIBUTES):
                 raise DatasetError(f"{att_file}: {len(flags)} attribute flags, expected {len(ATTRIBUTES)}")
-            extras["attributes"] = {attr: bool(flag) for attr, flag in zip(ATTRIBUTES, flags)}
+            extras["attributes"] = {attr: bool(flag) for attr, flag in zip(ATTRIBUTES, flags, strict=True)}
         return Sequence(name, frames, "uav", load_boxes(anno_dir / f"{anno_name}.txt"),
                         object_class=record["object_class"], extras=extras)
 
