@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from lib.config import Config, load_config
 from lib.models import build_model
 from lib.test.evaluation.datasets import get_dataset
@@ -103,12 +101,13 @@ class Demo:
             self.say(f"      {run_name}: reusing {final}")
             return cfg, yaml_path, final
         start = time.perf_counter()
-        self.say(f"      {run_name}: training {cfg.TRAIN.EPOCH} epochs x {cfg.DATA.TRAIN.SAMPLE_PER_EPOCH} pairs "
-                 f"({cfg.DATA.TEMPLATE.SIZE}/{cfg.DATA.SEARCH.SIZE} px)")
+        self.say(f"      {run_name}: training {cfg.TRAIN.EPOCH} epochs x {cfg.DATA.TRAIN.SAMPLE_PER_EPOCH} pairs")
         trainer = run_training.run(cfg, SCRIPT, run_name, resume=True, progress=self.settings.progress,
                                    paths=self.paths)
         last = trainer.hooks[0].history[-1] if trainer.hooks[0].history else {}
-        self.say(f"      {run_name}: done in {time.perf_counter() - start:.0f} s, final training loss "
+        model = trainer.trainable
+        self.say(f"      {run_name}: done in {time.perf_counter() - start:.0f} s "
+                 f"({model.template_size}/{model.search_size} px), final training loss "
                  f"{last.get('Loss/total', float('nan')):.3f}, IoU {last.get('IoU', float('nan')):.3f}")
         return cfg, yaml_path, final
 
@@ -216,5 +215,4 @@ class Demo:
 
 def _published_macs(cfg: Config) -> float:
     model = build_model(cfg).eval()
-    t, s = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
-    return count_macs_published(model, torch.zeros(1, 3, t, t), torch.zeros(1, 3, s, s)) / 1e9
+    return count_macs_published(model, *model.example_inputs()) / 1e9

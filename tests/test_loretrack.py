@@ -10,7 +10,7 @@ import torch
 
 from lib.config import load_config
 from lib.models import build_model, read_checkpoint, save_checkpoint
-from lib.train import run_training
+from lib.train import loretrack, run_training
 from lib.train.actor import TrackingActor
 from lib.train.loretrack import LoReTrackDistiller, build_loretrack_distiller
 from lib.utils.errors import ConfigError, WeightsError
@@ -65,14 +65,20 @@ def _distill_yaml(tmp_path, data_root, teacher_files, extra_distill: str = "", *
     return tiny_training_yaml(tmp_path / "student.yaml", data_root, extra=distill, **kwargs)
 
 
-def test_training_changes_only_the_student(tmp_path, teacher_files):
+def test_training_changes_only_the_student(tmp_path, teacher_files, monkeypatch):
     data = make_custom_dataset(tmp_path / "data", num_sequences=3)
     cfg_path = _distill_yaml(tmp_path, data, teacher_files, epochs=1, samples=8)
     cfg = load_config(cfg_path)
     reference = build_model(load_config(teacher_files[0]))
     reference.load_state_dict(read_checkpoint(teacher_files[1])["net"])
+    teacher_config_loads = []
+    monkeypatch.setattr(loretrack, "load_config",
+                        lambda *args, **kwargs: teacher_config_loads.append(args) or load_config(*args, **kwargs))
     trainer = run_training.run(cfg, "loretrack", "student", save_dir=tmp_path / "out", progress=False,
                                paths=get_paths(save_dir=tmp_path / "out"))
+    assert len(teacher_config_loads) == 1
+    crops = trainer.train_loader.dataset.processing.settings
+    assert (crops["template"].output_size, crops["search"].output_size) == (64, 128)  # the built teacher's sizes
     teacher = trainer.actor.distiller.teacher
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
     for name, value in reference.state_dict().items():

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lib.config import load_config
-from lib.models import read_checkpoint
+from lib.models import build_model, read_checkpoint
 from lib.train import run_training
 from lib.utils.paths import REPO_ROOT, get_paths
 from lib.utils.run_layout import MANIFEST_NAME, TrainingRun, checkpoint_name
@@ -179,9 +179,10 @@ def test_loader_workers_follow_the_epoch(dataset, tmp_path, num_workers):
     must still reach them, or every epoch repeats the first one's pairs."""
     cfg = load_config(tiny_training_yaml(tmp_path / "tiny.yaml", dataset, samples=8, batch=4))
     paths = get_paths(save_dir=tmp_path)
+    crops = run_training.crop_settings(cfg, build_model(cfg, training=True))
 
     def epochs_of_batches(workers: int) -> list[list[torch.Tensor]]:
-        sampler = run_training.build_sampler(cfg, "TRAIN", paths, seed=7)
+        sampler = run_training.build_sampler(cfg, "TRAIN", paths, seed=7, crops=crops)
         loader = run_training.build_loader(sampler, 4, workers, run_training.RunContext())
         result = []
         for epoch in (1, 2, 3):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from lib.config import load_config
-    from lib.models import build_model, save_checkpoint
+    from lib.models import build_model
     from lib.train.actor import TrackingActor
-    from lib.train.run_training import build_distiller, build_optimizer, crop_settings
+    from lib.train.run_training import build_distiller, build_optimizer, crop_network
     from lib.train.trainer import Trainer
     from lib.utils.io import atomic_write_text
 
@@ -47,39 +46,38 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     cfg = load_config(args.config, overrides=["MODEL.PRETRAIN_FILE=''", *args.opts], script=args.script)
     batch_size = args.batch or cfg.TRAIN.BATCH_SIZE
-    with tempfile.TemporaryDirectory() as scratch:
-        if cfg.DISTILL.ENABLED and not Path(cfg.DISTILL.TEACHER.CHECKPOINT or "/nonexistent").is_file():
-            from lib.train.loretrack import load_teacher_config
+    teacher = None
+    if cfg.DISTILL.ENABLED and not Path(cfg.DISTILL.TEACHER.CHECKPOINT or "/nonexistent").is_file():
+        from lib.train.loretrack import build_teacher
 
-            teacher = build_model(load_teacher_config(cfg))
-            cfg.DISTILL.TEACHER.CHECKPOINT = str(save_checkpoint(Path(scratch) / "teacher.pth.tar", teacher))
-        model = build_model(cfg, training=True)
-        distiller = build_distiller(cfg, model, torch.device("cpu"), 1)
-        projections = getattr(distiller, "projections", None)
-        actor = TrackingActor(model, cfg, distiller=distiller)
-        optimizer, _ = build_optimizer(cfg, model, projections)
-        template_crop, search_crop = crop_settings(cfg)
-        batch = {"template_images": torch.randn(batch_size, 3, template_crop.output_size, template_crop.output_size),
-                 "search_images": torch.randn(batch_size, 3, search_crop.output_size, search_crop.output_size),
-                 "template_anno": torch.tensor([[0.25, 0.25, 0.5, 0.5]]).repeat(batch_size, 1),
-                 "search_anno": torch.tensor([[0.4, 0.4, 0.2, 0.2]]).repeat(batch_size, 1)}
-        trainer = Trainer(actor, optimizer, [], cfg.TRAIN.EPOCH, "cpu", cfg.TRAIN.GRAD_CLIP_NORM, trainable=model,
-                          extra_modules={"p": projections} if projections is not None else None)
-        trainer.current_epoch = 1
-        model.train()
-        for _ in range(args.warmup):
-            trainer.run_step(batch)
-        if distiller is not None:
-            distiller.teacher_seconds = 0.0
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            trainer.run_step(batch)
-        seconds = time.perf_counter() - start
+        teacher = build_teacher(cfg, load_checkpoint=False)
+    model = build_model(cfg, training=True)
+    distiller = build_distiller(cfg, model, torch.device("cpu"), 1, teacher=teacher)
+    projections = getattr(distiller, "projections", None)
+    actor = TrackingActor(model, cfg, distiller=distiller)
+    optimizer, _ = build_optimizer(cfg, model, projections)
+    cropper = crop_network(model, distiller)  # the crops come at the teacher's sizes under distillation
+    template, search, _ = cropper.example_inputs(batch_size, generator=torch.Generator().manual_seed(0))
+    batch = {"template_images": template, "search_images": search,
+             "template_anno": torch.tensor([[0.25, 0.25, 0.5, 0.5]]).repeat(batch_size, 1),
+             "search_anno": torch.tensor([[0.4, 0.4, 0.2, 0.2]]).repeat(batch_size, 1)}
+    trainer = Trainer(actor, optimizer, [], cfg.TRAIN.EPOCH, "cpu", cfg.TRAIN.GRAD_CLIP_NORM, trainable=model,
+                      extra_modules={"p": projections} if projections is not None else None)
+    trainer.current_epoch = 1
+    model.train()
+    for _ in range(args.warmup):
+        trainer.run_step(batch)
+    if distiller is not None:
+        distiller.teacher_seconds = 0.0
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        trainer.run_step(batch)
+    seconds = time.perf_counter() - start
     report = {"config": args.config, "opts": args.opts, "batch": batch_size, "steps": args.steps,
-              "threads": torch.get_num_threads(), "student_sizes": [cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE],
-              "crop_sizes": [template_crop.output_size, search_crop.output_size],
+              "threads": torch.get_num_threads(), "student_sizes": [model.template_size, model.search_size],
+              "crop_sizes": [cropper.template_size, cropper.search_size],
               "step_s": seconds / args.steps, "samples_per_s": batch_size * args.steps / seconds}
-    line = (f"{args.config}: batch {batch_size}, student {cfg.DATA.TEMPLATE.SIZE}/{cfg.DATA.SEARCH.SIZE} px, "
+    line = (f"{args.config}: batch {batch_size}, student {model.template_size}/{model.search_size} px, "
             f"{report['step_s'] * 1000:.0f} ms/step, {report['samples_per_s']:.2f} samples/s "
             f"({report['threads']} threads)")
     if distiller is not None:

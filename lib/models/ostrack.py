@@ -6,7 +6,7 @@ The same class serves OSTrack, the LoReTrack student and the LoReTrack teacher; 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -16,6 +16,17 @@ from lib.models.vit import VisionTransformerTracker, ce_template_mask
 from lib.utils.errors import ConfigError
 
 SUPPORTED_BACKBONES = ("vit_base_patch16_224", "vit_base_patch16_224_ce", "vit", "vit_ce")
+# Normalised (x, y, w, h) of a target centred in its template crop at the default TEMPLATE_FACTOR 2: the box a
+# GT_BOX candidate-elimination mask of the example inputs is made from.
+EXAMPLE_TEMPLATE_BOX = (0.25, 0.25, 0.5, 0.5)
+
+
+class ExampleInputs(NamedTuple):
+    """Network inputs in the order ``forward`` takes them, so that ``model(*inputs)`` runs."""
+
+    template: torch.Tensor
+    search: torch.Tensor
+    ce_template_mask: torch.Tensor | None
 
 
 class OSTrack(nn.Module):
@@ -27,8 +38,40 @@ class OSTrack(nn.Module):
         self.ce_template_range = ce_template_range
 
     @property
+    def template_size(self) -> int:
+        """Template crop side in pixels: fixed by the backbone's positional embeddings when it was built."""
+        return self.backbone.template_grid[0] * self.backbone.patch_size
+
+    @property
+    def search_size(self) -> int:
+        """Search crop side in pixels: fixed by the backbone's positional embeddings when it was built."""
+        return self.backbone.search_grid[0] * self.backbone.patch_size
+
+    @property
     def search_feat_size(self) -> int:
         return self.backbone.search_grid[0]
+
+    def example_inputs(self, batch: int = 1, device: torch.device | str | None = None,
+                       dtype: torch.dtype = torch.float32, generator: torch.Generator | None = None
+                       ) -> ExampleInputs:
+        """Inputs of the right sizes for export, compilation, MAC counts and timing, and the CE mask the
+        tracker would pass (None when the network takes none).
+
+        Zeros, or with a (CPU) ``generator`` standard normal draws from it, template first, in fp32 before
+        the cast to ``dtype``, so that a seed gives the same crops on any device and dtype. ``device``
+        defaults to where the weights are.
+        """
+        if device is None:
+            device = next(self.parameters()).device
+        crops = []
+        for size in (self.template_size, self.search_size):
+            shape = (batch, 3, size, size)
+            crop = torch.zeros(shape) if generator is None else torch.randn(shape, generator=generator)
+            crops.append(crop.to(device=device, dtype=dtype))
+        boxes = None
+        if self.ce_template_range == "GT_BOX":
+            boxes = torch.tensor([EXAMPLE_TEMPLATE_BOX], device=device).expand(batch, 4)
+        return ExampleInputs(crops[0], crops[1], self.ce_template_mask(batch, device, boxes))
 
     def ce_template_mask(self, batch: int, device: torch.device | str,
                          template_boxes: torch.Tensor | None = None) -> torch.Tensor | None:
@@ -36,7 +79,7 @@ class OSTrack(nn.Module):
         if not self.backbone.ce_loc:
             return None
         return ce_template_mask(self.backbone.template_grid[0], self.ce_template_range, batch, device,
-                                template_boxes, self.backbone.template_grid[0] * self.backbone.patch_size)
+                                template_boxes, self.template_size)
 
     def forward(self, template: torch.Tensor, search: torch.Tensor,
                 ce_template_mask: torch.Tensor | None = None, ce_keep_rate: float | None = None,
@@ -68,6 +111,9 @@ class OSTrack(nn.Module):
 
 def build_model(cfg: Any, training: bool = False) -> OSTrack:
     """Build OSTrack from a config; sizes come from ``DATA`` when training and ``TEST`` otherwise.
+
+    This is the one place the crop sizes are read from a config: everything else asks the built model
+    (``template_size``, ``search_size``, ``example_inputs``), which cannot disagree with its weights.
 
     With ``training=True`` the MAE (or other) weights in ``MODEL.PRETRAIN_FILE`` are loaded into the
     backbone when the file exists under the pre-trained weights folder or as a path.

@@ -39,8 +39,6 @@ class TrackingActor:
         self.distiller = distiller
         model = getattr(net, "module", net)
         self.model = model
-        self.template_size = model.backbone.template_grid[0] * model.backbone.patch_size
-        self.search_size = model.backbone.search_grid[0] * model.backbone.patch_size
         self.stride = model.backbone.patch_size
         self.loss_weights = {"giou": cfg.TRAIN.GIOU_WEIGHT, "l1": cfg.TRAIN.L1_WEIGHT, "focal": 1.0}
         self.qkv_blocks = getattr(distiller, "student_blocks", False) if distiller is not None else False
@@ -52,15 +50,15 @@ class TrackingActor:
         return ce_keep_rate(epoch, train.CE_START_EPOCH, train.CE_WARM_EPOCH, self.cfg.MODEL.BACKBONE.CE_KEEP_RATIO[0])
 
     def __call__(self, batch: Mapping[str, Any], epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        template = resize_crop(batch["template_images"], self.template_size)
-        search = resize_crop(batch["search_images"], self.search_size)
+        template = resize_crop(batch["template_images"], self.model.template_size)
+        search = resize_crop(batch["search_images"], self.model.search_size)
         gt_boxes = batch["search_anno"]
         mask = self.model.ce_template_mask(template.shape[0], template.device, batch["template_anno"])
         out = self.net(template, search, ce_template_mask=mask, ce_keep_rate=self.keep_rate(epoch),
                        return_qkv=self.qkv_blocks)
         if not torch.isfinite(out["pred_boxes"]).all():
             raise TrainingDivergedError("the network produced NaN/Inf boxes")
-        heatmap = generate_heatmap(gt_boxes, self.search_size, self.stride).unsqueeze(1)
+        heatmap = generate_heatmap(gt_boxes, self.model.search_size, self.stride).unsqueeze(1)
         giou, l1, iou = box_losses(out["pred_boxes"], gt_boxes)
         focal = focal_loss(out["score_map"], heatmap)
         w = self.loss_weights

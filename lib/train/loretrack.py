@@ -48,22 +48,30 @@ class FrozenTeacher(nn.Module):
 
     @property
     def template_size(self) -> int:
-        return self.model.backbone.template_grid[0] * self.model.backbone.patch_size
+        return self.model.template_size
 
     @property
     def search_size(self) -> int:
-        return self.model.backbone.search_grid[0] * self.model.backbone.patch_size
+        return self.model.search_size
 
 
-def load_teacher_config(cfg: Config) -> Config:
+def build_teacher(cfg: Config, load_checkpoint: bool = True) -> OSTrack:
+    """The teacher ``DISTILL.TEACHER`` names, built at its config's TEST sizes with its checkpoint loaded strictly.
+
+    Its config is read here only: the data pipeline's crop sizes and the distiller's resizes ask the built
+    teacher. ``load_checkpoint=False`` keeps random weights, for timing runs without a trained teacher.
+    """
     teacher = cfg.DISTILL.TEACHER
-    return load_config(teacher.CONFIG, overrides=list(teacher.OVERRIDES), script=teacher.SCRIPT)
-
-
-def teacher_crop_sizes(cfg: Config) -> tuple[int, int]:
-    """(template, search) crop sizes the data pipeline produces: the teacher's input sizes."""
-    teacher_cfg = load_teacher_config(cfg)
-    return teacher_cfg.TEST.TEMPLATE_SIZE, teacher_cfg.TEST.SEARCH_SIZE
+    teacher_cfg = load_config(teacher.CONFIG, overrides=list(teacher.OVERRIDES), script=teacher.SCRIPT)
+    if not load_checkpoint:
+        return build_model(teacher_cfg, training=False)
+    if not teacher.CHECKPOINT:
+        raise ConfigError("DISTILL.ENABLED needs DISTILL.TEACHER.CHECKPOINT (the trained teacher's weights)")
+    path = resolve_weight_path(teacher.CHECKPOINT)
+    model = build_model(teacher_cfg, training=False)
+    load_weights(model, path, strict=True)
+    log.info("teacher: %s (%d/%d px) from %s", teacher.CONFIG, model.template_size, model.search_size, path)
+    return model
 
 
 def _resolve_layers(layers: list[int], depth: int, who: str) -> list[int]:
@@ -187,15 +195,9 @@ def _all_reduce_mean(grad: torch.Tensor, world_size: int) -> torch.Tensor:
     return grad / world_size
 
 
-def build_loretrack_distiller(cfg: Config, student: OSTrack, device: torch.device, world_size: int = 1
-                              ) -> LoReTrackDistiller:
-    """Teacher from ``DISTILL.TEACHER`` (config + checkpoint, loaded strictly), checked against the student."""
-    teacher_cfg = load_teacher_config(cfg)
-    if not cfg.DISTILL.TEACHER.CHECKPOINT:
-        raise ConfigError("DISTILL.ENABLED needs DISTILL.TEACHER.CHECKPOINT (the trained teacher's weights)")
-    path = resolve_weight_path(cfg.DISTILL.TEACHER.CHECKPOINT)
-    teacher = build_model(teacher_cfg, training=False)
-    load_weights(teacher, path, strict=True)
-    log.info("teacher: %s (%d/%d px) from %s", cfg.DISTILL.TEACHER.CONFIG, teacher_cfg.TEST.TEMPLATE_SIZE,
-             teacher_cfg.TEST.SEARCH_SIZE, path)
+def build_loretrack_distiller(cfg: Config, student: OSTrack, device: torch.device, world_size: int = 1,
+                              teacher: OSTrack | None = None) -> LoReTrackDistiller:
+    """Distillation from ``teacher`` (default: :func:`build_teacher`), checked against the student."""
+    if teacher is None:
+        teacher = build_teacher(cfg)
     return LoReTrackDistiller(teacher, student, cfg, world_size).to(device)

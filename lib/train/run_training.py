@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lib.config import Config, load_config, resolve_config_path
-from lib.models import build_model
+from lib.models import OSTrack, build_model
 from lib.train.actor import TrackingActor, TrainingDivergedError
 from lib.train.checkpointer import Checkpointer, ResumePoint
 from lib.train.data.frame_cache import FrameCache
@@ -61,21 +61,22 @@ def init_distributed(device: str) -> RunContext:
     return context
 
 
-def crop_settings(cfg: Config) -> tuple[CropSettings, CropSettings]:
-    """Template and search crops as configured; under distillation they are cut at the teacher's sizes
-    (same content, higher resolution) and the actor resizes them for the student."""
+def crop_network(model: OSTrack, distiller: Any | None) -> OSTrack:
+    """The network whose input sizes the data pipeline cuts crops at: under distillation the teacher (same
+    content, higher resolution; the actor resizes the crops for the student), else the model trained."""
+    return distiller.teacher.model if distiller is not None else model
+
+
+def crop_settings(cfg: Config, network: OSTrack) -> tuple[CropSettings, CropSettings]:
+    """Template and search crops with the configured factors and jitter, at ``network``'s input sizes."""
     t, s = cfg.DATA.TEMPLATE, cfg.DATA.SEARCH
-    t_size, s_size = t.SIZE, s.SIZE
-    if cfg.DISTILL.ENABLED:
-        from lib.train.loretrack import teacher_crop_sizes
-
-        t_size, s_size = teacher_crop_sizes(cfg)
-    return (CropSettings(t_size, t.FACTOR, t.CENTER_JITTER, t.SCALE_JITTER),
-            CropSettings(s_size, s.FACTOR, s.CENTER_JITTER, s.SCALE_JITTER))
+    return (CropSettings(network.template_size, t.FACTOR, t.CENTER_JITTER, t.SCALE_JITTER),
+            CropSettings(network.search_size, s.FACTOR, s.CENTER_JITTER, s.SCALE_JITTER))
 
 
-def build_sampler(cfg: Config, split: str, paths: Paths, seed: int) -> TrackingSampler:
-    """The pair sampler over ``DATA.TRAIN`` or ``DATA.VAL`` datasets."""
+def build_sampler(cfg: Config, split: str, paths: Paths, seed: int,
+                  crops: tuple[CropSettings, CropSettings]) -> TrackingSampler:
+    """The pair sampler over ``DATA.TRAIN`` or ``DATA.VAL`` datasets, cutting (template, search) ``crops``."""
     from lib.train.data.datasets import CORRUPT_FRAME_ERRORS, build_dataset
 
     section = cfg.DATA[split]
@@ -84,7 +85,7 @@ def build_sampler(cfg: Config, split: str, paths: Paths, seed: int) -> TrackingS
         cache = FrameCache(int(cfg.DATA.FRAME_CACHE_MB * 2 ** 20))  # one budget shared by all datasets
         for dataset in datasets:
             dataset.frame_cache = cache
-    template, search = crop_settings(cfg)
+    template, search = crops
     processing = PairProcessing(template, search, cfg.DATA.MEAN, cfg.DATA.STD, stride=cfg.MODEL.BACKBONE.STRIDE,
                                 train=split == "TRAIN")
     return TrackingSampler(datasets, section.DATASETS_RATIO, section.SAMPLE_PER_EPOCH, cfg.DATA.MAX_SAMPLE_INTERVAL,
@@ -147,13 +148,15 @@ def apply_optimizer_config(cfg: Config, optimizer: torch.optim.Optimizer, schedu
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
 
 
-def build_distiller(cfg: Config, student: torch.nn.Module, device: torch.device, world_size: int) -> Any | None:
-    """LoReTrack's teacher + distillation terms, when the config asks for them (see lib/train/loretrack.py)."""
+def build_distiller(cfg: Config, student: OSTrack, device: torch.device, world_size: int,
+                    teacher: OSTrack | None = None) -> Any | None:
+    """LoReTrack's teacher + distillation terms, when the config asks for them (see lib/train/loretrack.py);
+    ``teacher`` replaces the one ``DISTILL.TEACHER`` names."""
     if not cfg.DISTILL.ENABLED:
         return None
     from lib.train.loretrack import build_loretrack_distiller
 
-    return build_loretrack_distiller(cfg, student, device, world_size)
+    return build_loretrack_distiller(cfg, student, device, world_size, teacher=teacher)
 
 
 def _init_wandb(enabled: bool, save_dir: Path, name: str, cfg: Config, is_main: bool) -> Any | None:
@@ -197,14 +200,15 @@ def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None
     actor = TrackingActor(net, cfg, distiller=distiller)
     optimizer, scheduler = build_optimizer(cfg, model, projections)
     workers = cfg.TRAIN.NUM_WORKER if num_workers is None else num_workers
-    train_loader = build_loader(build_sampler(cfg, "TRAIN", paths, cfg.TRAIN.SEED), cfg.TRAIN.BATCH_SIZE, workers,
-                                context)
+    crops = crop_settings(cfg, crop_network(model, distiller))  # the teacher is built above: it fixes the crops
+    train_loader = build_loader(build_sampler(cfg, "TRAIN", paths, cfg.TRAIN.SEED, crops), cfg.TRAIN.BATCH_SIZE,
+                                workers, context)
     hooks = [LoggingHook(layout.tensorboard_dir, cfg.TRAIN.PRINT_INTERVAL, context.is_main,
                          wandb_run=_init_wandb(use_wandb, paths.save_dir, layout.name, cfg, context.is_main),
                          progress=progress, steps_per_epoch=len(train_loader))]
     if cfg.DATA.VAL.DATASETS_NAME and cfg.DATA.VAL.SAMPLE_PER_EPOCH > 0:
-        val_loader = build_loader(build_sampler(cfg, "VAL", paths, cfg.TRAIN.SEED), cfg.TRAIN.BATCH_SIZE, workers,
-                                  context)
+        val_loader = build_loader(build_sampler(cfg, "VAL", paths, cfg.TRAIN.SEED, crops), cfg.TRAIN.BATCH_SIZE,
+                                  workers, context)
         hooks.append(ValidationHook(val_loader, cfg.TRAIN.VAL_EPOCH_INTERVAL, context.is_main))
     hooks.append(CheckpointHook(checkpointer, net, cfg.to_dict(),
                                 actor_type="LoReTrackActor" if distiller else "OSTrackActor"))

@@ -45,15 +45,12 @@ def profile_tracker(settings: ProfileSettings) -> ProfileResult:
                                          backend=settings.backend, backend_options=options)
     timed = tracker.backend
     model = tracker.model
-    t_size, s_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
-    template = torch.randn(1, 3, t_size, t_size)
-    search = torch.randn(1, 3, s_size, s_size)
     params = sum(p.numel() for p in model.parameters())
-    macs_published = count_macs_published(model.cpu(), template, search)
-    macs_exact = count_macs_exact(model, template, search)
+    inputs = model.cpu().example_inputs(generator=torch.Generator().manual_seed(0))
+    macs_published = count_macs_published(model, *inputs)
+    macs_exact = count_macs_exact(model, *inputs)
     model.to(settings.device)
-    template, search = template.to(settings.device), search.to(settings.device)
-    mask = model.ce_template_mask(1, settings.device)
+    template, search, mask = (None if t is None else t.to(settings.device) for t in inputs)
     sync = settings.device == "cuda"
     warmup, iterations = settings.warmup, settings.iterations
 
@@ -71,8 +68,8 @@ def profile_tracker(settings: ProfileSettings) -> ProfileResult:
     overhead = statistics.median(
         total - net for total, net in zip(tracker_timing.samples, in_frame_network_ms, strict=True))
     return ProfileResult(
-        config=settings.config, opts=list(settings.opts), backend=settings.backend, template_size=t_size,
-        search_size=s_size, device=settings.device,
+        config=settings.config, opts=list(settings.opts), backend=settings.backend, template_size=model.template_size,
+        search_size=model.search_size, device=settings.device,
         device_name=torch.cuda.get_device_name() if sync else platform.processor() or platform.machine(),
         threads=timed.threads, params_M=params / 1e6, macs_published_G=macs_published / 1e9,
         macs_exact_G=macs_exact / 1e9, network_ms=net_timing.median_ms, network_fps=net_timing.fps,

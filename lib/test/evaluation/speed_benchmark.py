@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lib.models.ostrack import OSTrack
 from lib.test.analysis.metrics import box_iou
 from lib.test.evaluation.speed_report import (
     CONTROL_NAME,
@@ -146,26 +147,21 @@ def ground_truth_iou(boxes: dict[str, list], sequences: list[dict[str, Any]]) ->
     return result
 
 
-def fixed_inputs(model: torch.nn.Module, sequences: list[dict[str, Any]] | None, cfg: Any,
+def fixed_inputs(model: OSTrack, sequences: list[dict[str, Any]] | None, cfg: Any,
                  seeds: int = 3) -> list[tuple]:
-    """Seeded random (template, search) pairs, plus the first real template/search crops when frames exist."""
+    """The model's seeded random inputs, plus the first real template/search crops when frames exist."""
     from lib.utils.crop import sample_target
 
-    t_size, s_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
-    inputs = []
-    for seed in range(seeds):
-        gen = torch.Generator().manual_seed(seed)
-        inputs.append((torch.randn(1, 3, t_size, t_size, generator=gen),
-                       torch.randn(1, 3, s_size, s_size, generator=gen)))
+    inputs = [tuple(model.example_inputs(device="cpu", generator=torch.Generator().manual_seed(seed)))
+              for seed in range(seeds)]
     if sequences:
         tracker = OSTrackTracker.from_config(cfg, model=model)
         seq = sequences[0]
         tracker.initialize(seq["frames"][0], {"init_bbox": seq["init_bbox"]})
-        crop = sample_target(seq["frames"][1], tracker.state, tracker.search_factor, s_size)
-        search = tracker._normalise_into(crop.image, torch.empty(1, 3, s_size, s_size))
-        inputs.append((tracker.template.clone(), search))
-    mask = model.ce_template_mask(1, "cpu")
-    return [(t, s, mask) for t, s in inputs]
+        crop = sample_target(seq["frames"][1], tracker.state, tracker.search_factor, tracker.search_size)
+        search = tracker._normalise_into(crop.image, torch.empty_like(inputs[0][1]))
+        inputs.append((tracker.template.clone(), search, inputs[0][2]))
+    return inputs
 
 
 def map_deviation(backend: Callable, reference: list[dict], inputs: list[tuple]) -> dict[str, dict[str, float]]:
@@ -226,8 +222,8 @@ def run_benchmark(settings: BenchmarkSettings, progress: Progress | None = None)
         options["cache_dir"] = settings.cache_dir
     setup = BenchmarkSetup(config=settings.config, script=settings.script, opts=list(settings.opts),
                            checkpoint=settings.checkpoint, threads=threads, torch=torch.__version__,
-                           onnxruntime=onnxruntime.__version__, template_size=cfg.TEST.TEMPLATE_SIZE,
-                           search_size=cfg.TEST.SEARCH_SIZE,
+                           onnxruntime=onnxruntime.__version__, template_size=model.template_size,
+                           search_size=model.search_size,
                            sequences={s["name"]: len(s["frames"]) for s in sequences})
     if progress:
         progress(format_setup(setup))
@@ -237,7 +233,7 @@ def run_benchmark(settings: BenchmarkSettings, progress: Progress | None = None)
     return result
 
 
-def measure_backends(cfg: Any, model: torch.nn.Module, backends: Sequence[str], sequences: list[dict[str, Any]],
+def measure_backends(cfg: Any, model: OSTrack, backends: Sequence[str], sequences: list[dict[str, Any]],
                      threads: int, warmup: int = WARMUP_CALLS, iterations: int = ITERATIONS,
                      backend_options: dict[str, Any] | None = None, control_noise: float = 0.0,
                      progress: Progress | None = None) -> BenchmarkResult:

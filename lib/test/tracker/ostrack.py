@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from lib.models.head import decode_boxes
+from lib.models.ostrack import OSTrack
 from lib.utils.boxes import validate_init_box
 from lib.utils.crop import box_to_crop, sample_target
 
@@ -53,23 +54,23 @@ class OSTrackTracker:
     that records the network's time inside every tracked frame.
     """
 
-    def __init__(self, model: torch.nn.Module, template_size: int, template_factor: float, search_size: int,
-                 search_factor: float, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                 std: Sequence[float] = (0.229, 0.224, 0.225), device: str | torch.device = "cpu",
-                 network_fn: NetworkFn | None = None, backend: str = "eager",
+    def __init__(self, model: OSTrack, template_factor: float, search_factor: float,
+                 mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
+                 device: str | torch.device = "cpu", network_fn: NetworkFn | None = None, backend: str = "eager",
                  backend_options: Mapping[str, Any] | None = None) -> None:
         self.model = model.eval().to(device)
         self.device = torch.device(device)
-        self.template_size, self.template_factor = template_size, template_factor
-        self.search_size, self.search_factor = search_size, search_factor
+        # The crops are cut at the sizes the network was built for, so they cannot disagree with it.
+        self.template_size, self.template_factor = model.template_size, template_factor
+        self.search_size, self.search_factor = model.search_size, search_factor
         self.backend = self._build_backend(backend, backend_options, network_fn)
         self.network_fn = network_fn or self.backend or self._eager_network
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
         self.window = hann2d(model.search_feat_size).to(self.device)
         # Buffers reused every frame: no per-frame allocation of crops or input tensors.
-        self._search_crop = np.empty((search_size, search_size, 3), dtype=np.uint8)
-        self._search = torch.empty(1, 3, search_size, search_size, device=self.device)
+        self._search_crop = np.empty((self.search_size, self.search_size, 3), dtype=np.uint8)
+        self._search = torch.empty(1, 3, self.search_size, self.search_size, device=self.device)
         self.template: torch.Tensor | None = None
         self.ce_mask: torch.Tensor | None = None
         self.state: list[float] | None = None
@@ -77,16 +78,21 @@ class OSTrackTracker:
 
     @classmethod
     def from_config(cls, cfg: Any, checkpoint: str | None = None, device: str | torch.device = "cpu",
-                    model: torch.nn.Module | None = None, **kwargs: Any) -> OSTrackTracker:
-        """Build the network at the config's TEST sizes and load ``checkpoint`` strictly."""
+                    model: OSTrack | None = None, **kwargs: Any) -> OSTrackTracker:
+        """Track with ``model``, or the network built at the config's TEST sizes with ``checkpoint`` loaded
+        strictly; the crop factors and normalisation come from the config.
+
+        The crop sizes are always the network's own: a ``model`` built at other sizes (a low-resolution student
+        with its teacher's config, say) tracks the same crop content at its own resolution, as it was trained.
+        """
         from lib.models import build_model, load_weights
 
         if model is None:
             model = build_model(cfg, training=False)
             if checkpoint is not None:
                 load_weights(model, checkpoint, strict=True)
-        return cls(model, cfg.TEST.TEMPLATE_SIZE, cfg.TEST.TEMPLATE_FACTOR, cfg.TEST.SEARCH_SIZE,
-                   cfg.TEST.SEARCH_FACTOR, cfg.DATA.MEAN, cfg.DATA.STD, device=device, **kwargs)
+        return cls(model, cfg.TEST.TEMPLATE_FACTOR, cfg.TEST.SEARCH_FACTOR, cfg.DATA.MEAN, cfg.DATA.STD,
+                   device=device, **kwargs)
 
     def _build_backend(self, name: str, options: Mapping[str, Any] | None,
                        network_fn: NetworkFn | None) -> NetworkFn | None:

@@ -20,12 +20,6 @@ class BackendError(UserError):
     """A back-end cannot be used here (unknown name, unsupported CPU, bad option)."""
 
 
-def model_sizes(model: nn.Module) -> tuple[int, int]:
-    """Template and search crop sizes in pixels, as the network was built for them."""
-    backbone = model.backbone
-    return backbone.template_grid[0] * backbone.patch_size, backbone.search_grid[0] * backbone.patch_size
-
-
 def uses_ce_mask(model: nn.Module) -> bool:
     """Whether the network takes a CE template mask (CE on and not averaging over all template rows)."""
     return bool(model.backbone.ce_loc) and getattr(model, "ce_template_range", "ALL") != "ALL"
@@ -72,7 +66,6 @@ class NetworkBackend:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model.eval()
-        self.template_size, self.search_size = model_sizes(model)
         self.uses_ce_mask = uses_ce_mask(model)
         self.build_seconds = 0.0
         self.threads = torch.get_num_threads()  # the network's CPU threads (subclasses update it)

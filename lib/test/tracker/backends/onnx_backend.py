@@ -131,7 +131,7 @@ class OnnxBackend(NetworkBackend):
         backbone = self.model.backbone
         return {"kind": "fp32", "format": EXPORT_FORMAT_VERSION, "structure": repr(self.model),
                 "head": "matmul" if self.matmul_head else "conv",
-                "sizes": [self.template_size, self.search_size], "ce_loc": list(backbone.ce_loc),
+                "sizes": [self.model.template_size, self.model.search_size], "ce_loc": list(backbone.ce_loc),
                 "ce_keep": [blk.keep_ratio for blk in backbone.blocks], "ce_mask_input": self.uses_ce_mask,
                 "ce_range": getattr(self.model, "ce_template_range", "ALL"), "weights": weights_digest(self.model),
                 "sources": sources_digest(), "exporter": self.exporter, "opset": self.opset,
@@ -145,12 +145,9 @@ class OnnxBackend(NetworkBackend):
                 "weight_type": "QInt8", "onnxruntime": ort.__version__}
 
     def _example_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        gen = torch.Generator().manual_seed(seed)
-        template = torch.randn(1, 3, self.template_size, self.template_size, generator=gen)
-        search = torch.randn(1, 3, self.search_size, self.search_size, generator=gen)
-        if self.uses_ce_mask:
-            return template, search, self.model.ce_template_mask(1, "cpu")
-        return template, search
+        """The model's seeded random inputs, the CE mask only where the graph takes it as an input."""
+        inputs = self.model.example_inputs(device="cpu", generator=torch.Generator().manual_seed(seed))
+        return tuple(inputs) if self.uses_ce_mask else (inputs.template, inputs.search)
 
     def _exported_module(self) -> nn.Module:
         wrapper = MapsOnlyMatMulHead if self.matmul_head else MapsOnly

@@ -51,12 +51,10 @@ class BF16Backend(NetworkBackend):
         import torch._inductor.config as inductor_config
 
         net = torch.compile(self.net, dynamic=False)
-        template = torch.zeros(1, 3, self.template_size, self.template_size, dtype=torch.bfloat16)
-        search = torch.zeros(1, 3, self.search_size, self.search_size, dtype=torch.bfloat16)
-        mask = self.model.ce_template_mask(1, "cpu") if self.uses_ce_mask else None
+        inputs = self.model.example_inputs(device="cpu", dtype=torch.bfloat16)
         # Freezing has to be on when the graph is compiled, i.e. at the first call.
         with inductor_config.patch(freezing=True), torch.no_grad(), quiet():
-            net(template, search, mask)
+            net(*inputs)
         self.net = net
 
     @torch.no_grad()
