@@ -3,6 +3,11 @@
 Official training checkpoints (``OSTrack_ep0300.pth.tar``) pickle project classes (Settings, meters)
 next to the weights. They are read with a restricted unpickler: tensors and plain containers are
 rebuilt, every other class becomes an inert placeholder, so nothing from the file is executed.
+torch's own ``weights_only=True`` loader with placeholders registered through
+``torch.serialization.safe_globals`` (for the names ``get_unsafe_globals_in_checkpoint`` reports) cannot
+replace it: that loader refuses any file that merely names a global from ``os``/``posix``/``nt``/``sys``
+before consulting the safe globals, so a checkpoint carrying such a reference could not be read at all
+(and the safe-globals registry is process-wide, not per call).
 Positional embeddings trained at another resolution are resized (bicubic) instead of refused.
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Success / precision / normalised-precision plots of an analysis (matplotlib Agg, no LaTeX needed).
 
 OSTrack styled these with ``text.usetex`` and exported TikZ through tikzplotlib, both of which break on a
-plain machine; here the figures are PNG + PDF only, written atomically.
+plain machine; here the figures are PNG + PDF only, written atomically. Figures are built with matplotlib's
+object API (``Figure`` on an Agg canvas): no pyplot, no global backend or figure registry to manage.
 """
 from __future__ import annotations
 
@@ -9,15 +10,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-
-from lib.test.analysis.analysis import Scores  # noqa: E402
-from lib.test.analysis.metrics import CENTER_THRESHOLDS, NORM_CENTER_THRESHOLDS, OVERLAP_THRESHOLDS  # noqa: E402
-from lib.utils.io import atomic_path  # noqa: E402
+from lib.test.analysis.analysis import Scores
+from lib.test.analysis.metrics import CENTER_THRESHOLDS, NORM_CENTER_THRESHOLDS, OVERLAP_THRESHOLDS
+from lib.utils.io import atomic_path
 
 PLOT_FORMATS = ("png", "pdf")
 
@@ -58,26 +57,24 @@ def plot_scores(scores: Mapping[str, Scores], output_dir: str | Path, report_nam
     for kind_name in kinds:
         kind = PLOT_KINDS[kind_name]
         ranked = sorted(scores.items(), key=lambda item: kind.score(item[1]), reverse=True)
-        figure, axes = plt.subplots(figsize=(6.4, 4.8))
-        try:
-            for name, score in ranked:
-                axes.plot(kind.thresholds, kind.curve(score), linewidth=2,
-                          label=f"{name} [{kind.score(score):.1f}]")
-            axes.set_xlim(*kind.x_limits)
-            axes.set_ylim(0.0, 100.0)
-            axes.set_xlabel(kind.x_label)
-            axes.set_ylabel(kind.y_label)
-            axes.set_title(f"{kind.title} ({report_name})" if report_name else kind.title)
-            axes.grid(True, linestyle="dotted")
-            legend = axes.legend(loc="lower left" if kind_name == "success" else "lower right")
-            if ranked:
-                legend.get_texts()[0].set_fontweight("bold")
-            figure.tight_layout()
-            for fmt in formats:
-                target = output_dir / f"{kind.file_stem}.{fmt}"
-                with atomic_path(target) as tmp:
-                    figure.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else 300)
-                written.append(target)
-        finally:
-            plt.close(figure)
+        figure = Figure(figsize=(6.4, 4.8))
+        FigureCanvasAgg(figure)  # attaches itself; savefig switches to the PDF canvas for .pdf
+        axes = figure.subplots()
+        for name, score in ranked:
+            axes.plot(kind.thresholds, kind.curve(score), linewidth=2, label=f"{name} [{kind.score(score):.1f}]")
+        axes.set_xlim(*kind.x_limits)
+        axes.set_ylim(0.0, 100.0)
+        axes.set_xlabel(kind.x_label)
+        axes.set_ylabel(kind.y_label)
+        axes.set_title(f"{kind.title} ({report_name})" if report_name else kind.title)
+        axes.grid(True, linestyle="dotted")
+        legend = axes.legend(loc="lower left" if kind_name == "success" else "lower right")
+        if ranked:
+            legend.get_texts()[0].set_fontweight("bold")
+        figure.tight_layout()
+        for fmt in formats:
+            target = output_dir / f"{kind.file_stem}.{fmt}"
+            with atomic_path(target) as tmp:
+                figure.savefig(tmp, format=fmt, dpi=150 if fmt == "png" else 300)
+            written.append(target)
     return written
