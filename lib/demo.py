@@ -192,7 +192,7 @@ class Demo:
 
     def _video(self, seq, specs) -> Path:
         """The first test sequence with the ground truth and every tracker's boxes."""
-        from lib.test.analysis.result_files import ResultFolder, load_boxes
+        from lib.test.analysis.result_files import ResultFolder, load_result_boxes
         from lib.utils.image import read_rgb
         from lib.utils.video import BoxVideoWriter
 
@@ -200,7 +200,7 @@ class Demo:
         for spec in specs:
             path = ResultFolder(spec.run_dirs[0]).box_file(seq)
             if path is not None:
-                boxes[spec.display_name] = load_boxes(path)
+                boxes[spec.display_name] = load_result_boxes(path)
         target = self.root / f"{seq.name}_tracked.mp4"
         first = read_rgb(seq.frames[0])
         with atomic_path(target, suffix=".tmp.mp4") as tmp:

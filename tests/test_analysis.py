@@ -18,8 +18,9 @@ import pytest
 from lib.test.analysis import workflow
 from lib.test.analysis.analysis import analyse
 from lib.test.analysis.metrics import OP50_INDEX, evaluate_sequence
-from lib.test.analysis.result_files import TrackerSpec, load_boxes
+from lib.test.analysis.result_files import TrackerSpec
 from lib.test.analysis.trackingnet import evaluate_trackingnet
+from lib.test.evaluation.benchmarks.common import load_annotation_boxes
 from lib.test.evaluation.data import Sequence
 from lib.utils.cli import run_main
 from lib.utils.paths import get_paths
@@ -43,7 +44,8 @@ def lasot_sequences(shared_data: Path) -> list[Sequence]:
     sequences = []
     for name in (root / "testing_set.txt").read_text().split():
         absent = np.loadtxt(root / "absent" / f"{name}.txt")
-        sequences.append(Sequence(name, [], "lasot", load_boxes(root / f"{name}.txt"), target_visible=absent == 0))
+        gt = load_annotation_boxes(root / f"{name}.txt")
+        sequences.append(Sequence(name, [], "lasot", gt, target_visible=absent == 0))
     return sequences
 
 
@@ -52,7 +54,7 @@ def otb_sequences(shared_data: Path, names: list[str]) -> list[Sequence]:
     files = {p.stem.lower(): p for p in (shared_data / "otb100_annotations").glob("*.txt")}
     sequences = []
     for name in names:
-        gt = load_boxes(files[OTB_ANNOTATION_NAMES.get(name, name.lower().replace("_", "-"))])
+        gt = load_annotation_boxes(files[OTB_ANNOTATION_NAMES.get(name, name.lower().replace("_", "-"))])
         sequences.append(Sequence(name, [], "otb", gt[OTB_INIT_OMIT.get(name, 0):]))
     return sequences
 
@@ -62,7 +64,7 @@ def otb_mini_sequences(shared_data: Path) -> list[Sequence]:
     sequences = []
     for name in OTB_MINI:
         folder = shared_data / "otb_mini_sequences" / name
-        gt = load_boxes(folder / "groundtruth_rect.txt")
+        gt = load_annotation_boxes(folder / "groundtruth_rect.txt")
         frames = sorted(str(p) for p in (folder / "img").glob("*.jpg"))[: len(gt)]
         attributes = {a.strip(): True for a in (folder / "attrs.txt").read_text().split(",") if a.strip()}
         sequences.append(Sequence(name, frames, "otb", gt, extras={"attributes": attributes}))
@@ -158,7 +160,7 @@ def test_uav123_nan_rows_are_overlap_failures_and_precision_successes(shared_dat
     folder = shared_data / "uav123_annotations"
     names = sorted(p.stem for p in folder.glob("*.txt"))
     evaluated = [n for n in names if f"{n}_1" not in names]  # full-length files of split sequences excluded
-    sequences = [Sequence(n, [], "uav", load_boxes(folder / f"{n}.txt")) for n in evaluated]
+    sequences = [Sequence(n, [], "uav", load_annotation_boxes(folder / f"{n}.txt")) for n in evaluated]
     assert len(sequences) == 123
     nan_rows = sum(int(np.isnan(s.ground_truth_rect).any(axis=1).sum()) for s in sequences)
     assert nan_rows == expected["dataset_stats"]["uav123"]["nan_rows"]

@@ -16,7 +16,7 @@ from lib.test.analysis import analysis as analysis_module
 from lib.test.analysis import workflow
 from lib.test.analysis.analysis import analyse
 from lib.test.analysis.metrics import LENGTH_PADDED, LENGTH_TRUNCATED
-from lib.test.analysis.result_files import TrackerSpec, load_boxes
+from lib.test.analysis.result_files import TrackerSpec, load_result_boxes
 from lib.test.evaluation.data import Sequence
 from lib.test.utils.packing import run_results_folder
 from lib.utils import run_layout
@@ -53,7 +53,7 @@ def write_run(folder: Path, sequences: list[Sequence], shift: float = 3.0) -> Pa
 
 def shorten(path: Path, rows: int = SHORT_ROWS) -> np.ndarray:
     """Cut a result file to ``rows`` lines; returns the boxes it had."""
-    boxes = load_boxes(path)
+    boxes = load_result_boxes(path)
     write_boxes(path, boxes[:rows])
     return boxes
 
@@ -96,7 +96,7 @@ def test_short_and_long_files_score_as_the_reference_toolkit_and_are_listed(sequ
     write_boxes(by_hand / "seq1.txt", np.concatenate([boxes[:SHORT_ROWS],
                                                        np.tile(FAILURE_BOX, (FRAMES - SHORT_ROWS, 1))]))
     long = write_run(tmp_path / "long", sequences)
-    write_boxes(long / "seq2.txt", np.concatenate([load_boxes(long / "seq2.txt"), np.tile(FAILURE_BOX, (3, 1))]))
+    write_boxes(long / "seq2.txt", np.concatenate([load_result_boxes(long / "seq2.txt"), np.tile(FAILURE_BOX, (3, 1))]))
     report = analyse(sequences, [TrackerSpec.from_folder(f) for f in (plain, short, by_hand, long)], "t")
     assert not report.failures
     scores = report.scores()

@@ -21,14 +21,14 @@ from lib.test.analysis.metrics import (
     OVERLAP_THRESHOLDS,
     AnnotationError,
     InvalidResultError,
-    box_iou,
     evaluate_sequence,
     frame_errors,
 )
 from lib.test.analysis.report import format_report, format_table, write_json
-from lib.test.analysis.result_files import TrackerSpec, load_boxes, parse_boxes
+from lib.test.analysis.result_files import TrackerSpec, load_result_boxes, parse_result_boxes
 from lib.test.evaluation.data import Sequence
 from lib.test.utils.packing import PackingError, pack_got10k, pack_trackingnet
+from lib.utils.boxes import pytracking_box_iou
 
 GT_BOX = [10.0, 20.0, 40.0, 30.0]
 
@@ -60,8 +60,8 @@ def test_iou_plus_one_convention_equals_continuous_iou():
     inter_h = np.clip(np.minimum(a[:, 1] + a[:, 3], b[:, 1] + b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
     inter = inter_w * inter_h
     expected = inter / (a[:, 2] * a[:, 3] + b[:, 2] * b[:, 3] - inter)
-    np.testing.assert_allclose(box_iou(a, b), expected, rtol=1e-12, atol=1e-12)
-    assert box_iou(np.array([[0.0, 0, 10, 10]]), np.array([[5.0, 0, 10, 10]]))[0] == pytest.approx(50 / 150)
+    np.testing.assert_allclose(pytracking_box_iou(a, b), expected, rtol=1e-12, atol=1e-12)
+    assert pytracking_box_iou(np.array([[0.0, 0, 10, 10]]), np.array([[5.0, 0, 10, 10]]))[0] == pytest.approx(50 / 150)
 
 
 def test_overlap_uses_strict_greater_and_distances_use_at_most():
@@ -90,7 +90,7 @@ def test_zero_size_predictions_repeat_the_previous_box():
     good = [12, 22, 40, 30]
     pred = np.array([GT_BOX, good, [0, 0, 0, 0], [50, 50, 10, 0], [100, 100, 5, 5]], dtype=float)
     iou, *_ = frame_errors(pred, gt, "otb")
-    expected_iou = box_iou(np.array([good]), np.array([GT_BOX]))[0]
+    expected_iou = pytracking_box_iou(np.array([good]), np.array([GT_BOX]))[0]
     np.testing.assert_allclose(iou[1:4], expected_iou)
     assert iou[4] == 0.0
 
@@ -175,8 +175,8 @@ def test_loader_reads_tab_comma_crlf_mixed_and_single_rows(tmp_path):
     (tmp_path / "mixed.txt").write_text("1,2,3,4\n5 6 7 8\n")
     (tmp_path / "one.txt").write_text("1,2,3,4\n")
     for name in ("tab", "comma", "mixed"):
-        np.testing.assert_array_equal(load_boxes(tmp_path / f"{name}.txt"), [[1, 2, 3, 4], [5, 6, 7, 8]])
-    assert load_boxes(tmp_path / "one.txt").shape == (1, 4)
+        np.testing.assert_array_equal(load_result_boxes(tmp_path / f"{name}.txt"), [[1, 2, 3, 4], [5, 6, 7, 8]])
+    assert load_result_boxes(tmp_path / "one.txt").shape == (1, 4)
 
 
 @pytest.mark.parametrize("content, message", [("", "empty"), ("1,2,3\n", "3 values per line"),
@@ -185,7 +185,7 @@ def test_loader_errors_name_the_file(tmp_path, content, message):
     path = tmp_path / "seq.txt"
     path.write_text(content)
     with pytest.raises(InvalidResultError, match=message) as info:
-        load_boxes(path)
+        load_result_boxes(path)
     assert str(path) in str(info.value)
 
 
@@ -427,6 +427,6 @@ def test_packer_rejects_bad_results_without_writing(tmp_path):
         pack_got10k(tmp_path / "missing", tmp_path / "x.zip")
 
 
-def test_parse_boxes_rejects_nan_free_garbage_with_source_label():
+def test_parse_result_boxes_rejects_nan_free_garbage_with_source_label():
     with pytest.raises(InvalidResultError, match="<memory>"):
-        parse_boxes("x", "<memory>")
+        parse_result_boxes("x", "<memory>")

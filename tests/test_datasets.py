@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from lib.test.evaluation.benchmarks import got10k as got10k_module
-from lib.test.evaluation.benchmarks.common import DatasetError, load_boxes, load_sequence_list, natural_sorted
+from lib.data import splits
+from lib.test.evaluation.benchmarks.common import load_annotation_boxes, load_sequence_list
 from lib.test.evaluation.datasets import dataset_names, get_dataset
-from lib.utils.errors import SettingsError, UserError
+from lib.utils.errors import DatasetError, SettingsError, UserError
+from lib.utils.sorting import natural_sorted
 
 MINI_OTB = ["Couple", "Crossing", "Football1"]
 
@@ -34,20 +35,20 @@ def as_comma_line(values: np.ndarray) -> str:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def test_load_boxes_accepts_comma_tab_space_and_mixed_lines(tmp_path):
+def test_load_annotation_boxes_accepts_comma_tab_space_and_mixed_lines(tmp_path):
     text = "1,2,3,4\r\n5\t6\t7\t8\r\n9 10 11 12\nNaN,NaN,NaN,NaN\n\n"
-    boxes = load_boxes(write_text(tmp_path / "gt.txt", text))
+    boxes = load_annotation_boxes(write_text(tmp_path / "gt.txt", text))
     assert boxes.shape == (4, 4)
     assert boxes[:3].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
     assert np.isnan(boxes[3]).all()
-    assert load_boxes(write_text(tmp_path / "one.txt", "1.5,2,3,4")).shape == (1, 4)
+    assert load_annotation_boxes(write_text(tmp_path / "one.txt", "1.5,2,3,4")).shape == (1, 4)
 
 
 @pytest.mark.parametrize("text, problem", [("1,2,3\n", "3 values per line"), ("", "empty"), ("a,b,c,d\n", "numbers")])
-def test_load_boxes_names_the_file_and_problem(tmp_path, text, problem):
+def test_load_annotation_boxes_names_the_file_and_problem(tmp_path, text, problem):
     path = write_text(tmp_path / "bad.txt", text)
     with pytest.raises(DatasetError, match=problem) as info:
-        load_boxes(path)
+        load_annotation_boxes(path)
     assert str(path) in str(info.value)
 
 
@@ -159,7 +160,7 @@ def test_otb_special_cases(shared_data, tmp_path):
     dataset = get_dataset("otb", root=tmp_path, sequences=list(layout))
 
     tiger = dataset["Tiger1"]  # initOmit = 5: frames 6..354 and GT rows 5..353
-    full_gt = load_boxes(tmp_path / layout["Tiger1"])
+    full_gt = load_annotation_boxes(tmp_path / layout["Tiger1"])
     assert len(full_gt) == 354 and len(tiger) == 349 == len(tiger.ground_truth_rect)
     assert tiger.frames[0].endswith("Tiger1/img/0006.jpg") and np.array_equal(tiger.ground_truth_rect[0], full_gt[5])
     assert dataset["Human4_2"].frames[0].endswith("Human4/img/0001.jpg")
@@ -174,7 +175,7 @@ def test_otb_list_matches_the_real_annotations(shared_data):
     records = load_sequence_list("otb100.json")
     assert len(records) == 100 == len({record["name"] for record in records})
     for record in records:
-        rows = len(load_boxes(_otb_annotation(shared_data, record["name"])))
+        rows = len(load_annotation_boxes(_otb_annotation(shared_data, record["name"])))
         assert record["end"] - record["start"] + 1 == rows, record["name"]
 
 
@@ -230,10 +231,11 @@ def test_got10k_val_test_and_ltrval(tmp_path, monkeypatch):
     for name in ("GOT-10k_Train_000001", "GOT-10k_Train_000002", "GOT-10k_Train_000003"):
         make_got10k_sequence(tmp_path / "train", name, boxes, 3, labels=False)
     write_text(tmp_path / "train" / "list.txt", "GOT-10k_Train_000001\nGOT-10k_Train_000002\nGOT-10k_Train_000003\n")
-    monkeypatch.setattr(got10k_module, "VAL_SPLIT_FILE", write_text(tmp_path / "split.txt", "2\n0\n"))
+    monkeypatch.setattr(splits, "LISTS_DIR", tmp_path)
+    monkeypatch.setitem(splits.SPLIT_FILES, "got10k_val", write_text(tmp_path / "split.txt", "2\n0\n").name)
     assert get_dataset("got10k_ltrval", root=tmp_path).names() == ["GOT-10k_Train_000003", "GOT-10k_Train_000001"]
-    monkeypatch.setattr(got10k_module, "VAL_SPLIT_FILE", tmp_path / "absent.txt")
-    with pytest.raises(SettingsError, match="absent.txt"):
+    monkeypatch.setitem(splits.SPLIT_FILES, "got10k_val", "absent.txt")
+    with pytest.raises(DatasetError, match="absent.txt"):
         get_dataset("got10k_ltrval", root=tmp_path)
     with pytest.raises(DatasetError, match="'val/list.txt'"):
         get_dataset("got10k_val", root=tmp_path / "train")

@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from lib.models import build_model, save_checkpoint
-from lib.test.analysis.metrics import box_iou
 from lib.test.evaluation.speed_report import BenchmarkResult, format_report
 from lib.test.tracker import OSTrackTracker
 from lib.test.tracker.backends import (
@@ -33,6 +32,7 @@ from lib.test.tracker.backends import (
 )
 from lib.test.tracker.backends.base import MapsOnly
 from lib.test.tracker.backends.onnx_backend import MapsOnlyMatMulHead
+from lib.utils.boxes import pytracking_box_iou
 from lib.utils.paths import REPO_ROOT
 from tests.model_configs import main_config, student_config
 
@@ -89,7 +89,7 @@ def _inputs(cfg, seed):
 
 def _max_dev(backend, model, cfg, seeds=(0, 1, 2)):
     dev = {"score_map": 0.0, "size_map": 0.0, "offset_map": 0.0}
-    mask = model.ce_template_mask(1, "cpu")
+    mask = model.make_ce_template_mask(1, "cpu")
     for seed in seeds:
         template, search = _inputs(cfg, seed)
         with torch.no_grad():
@@ -236,7 +236,7 @@ def test_tracker_with_onnx_follows_eager_on_couple(student, couple, cache_dir, t
     tracker = factory()
     assert tracker.backend.name == "onnx" and tracker.network_fn is tracker.backend
     fast = _track(tracker, frames, init_bbox)
-    iou = box_iou(fast, eager)
+    iou = pytracking_box_iou(fast, eager)
     assert iou.min() >= 0.9, iou
     np.testing.assert_allclose(fast, eager, atol=1e-2)
 
@@ -295,7 +295,7 @@ def test_lossy_backends_agree_frame_by_frame_on_couple(name, fitted_student, cou
     eager = _track(OSTrackTracker.from_config(cfg, model=model), frames, init_bbox)
     tracker = OSTrackTracker.from_config(cfg, model=model, backend=name, backend_options={"cache_dir": cache_dir})
     fast = _track(tracker, frames, init_bbox, states=eager[:-1])
-    iou = box_iou(fast[1:], eager[1:])
+    iou = pytracking_box_iou(fast[1:], eager[1:])
     assert iou.min() >= 0.9, (iou.min(), np.argmin(iou))
 
 

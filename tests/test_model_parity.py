@@ -51,7 +51,7 @@ def test_candidate_elimination_matches_official(parity_dir, inputs, run):
     model = _model(main_config(ce=True), parity_dir, "state_dict_main.pt")
     mask = inputs["ce_template_mask"] if expected["uses_ce_template_mask"] else None
     if mask is not None:
-        assert torch.equal(model.ce_template_mask(3, "cpu"), mask)
+        assert torch.equal(model.make_ce_template_mask(3, "cpu"), mask)
     with torch.no_grad():
         out = model(inputs["template"], inputs["search"], ce_template_mask=mask,
                     ce_keep_rate=expected["ce_keep_rate"])

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
+from lib.data.splits import LISTS_DIR, split_entries
 from lib.train.data.datasets import (
     CORRUPT_FRAME_ERRORS,
     Coco17,
     CorruptFrameError,
     CustomFolder,
-    DatasetError,
     FolderStorage,
     Got10k,
     ImagenetVID,
@@ -29,9 +29,8 @@ from lib.train.data.datasets import (
     build_dataset,
     pack_folder,
 )
-from lib.train.data.datasets.base import DATA_SPECS_DIR, read_split_file
 from lib.utils.cli import run_main
-from lib.utils.errors import SettingsError, UserError
+from lib.utils.errors import DatasetError, SettingsError, UserError
 from lib.utils.paths import REPO_ROOT, get_paths
 
 PACK_SCRIPT = REPO_ROOT / "tracking" / "pack_lmdb.py"
@@ -150,10 +149,10 @@ def make_custom(root: Path) -> None:
 # --------------------------------------------------------------------------------------------------- tests
 
 def test_split_lists_match_the_official_sizes_and_partitions():
-    lasot = read_split_file("lasot_train_split.txt")
+    lasot = split_entries("lasot_train")
     assert len(lasot) == len(set(lasot)) == 1120
     assert len({name.rsplit("-", 1)[0] for name in lasot}) == 70
-    ids = {name: [int(x) for x in read_split_file(f"got10k_{name}_split.txt")]
+    ids = {name: [int(x) for x in split_entries(f"got10k_{name}")]
            for name in ("train", "val", "vot_train", "vot_val")}
     assert {k: len(v) for k, v in ids.items()} == {"train": 7934, "val": 1401, "vot_train": 7086, "vot_val": 1249}
     assert set(ids["train"]) | set(ids["val"]) == set(range(9335)) and not set(ids["train"]) & set(ids["val"])
@@ -163,7 +162,7 @@ def test_split_lists_match_the_official_sizes_and_partitions():
 
 def test_lasot_train_split_excludes_the_test_set(shared_data):
     test = set((shared_data / "lasot_test_annotations" / "testing_set.txt").read_text().split())
-    assert len(test) == 280 and not test & set(read_split_file("lasot_train_split.txt"))
+    assert len(test) == 280 and not test & set(split_entries("lasot_train"))
 
 
 def test_lasot_reader(tmp_path, caplog):
@@ -197,9 +196,9 @@ def test_got10k_splits(tmp_path):
     assert len(frames) == 2 and frames[0] is not frames[1] and np.array_equal(frames[0], frames[1])
     assert meta == {"object_class_name": "goose", "motion_class": "flying", "major_class": "bird",
                     "root_class": "animal", "motion_adverb": "slowly"}
-    for split, file_name in (("vottrain", "got10k_vot_train_split.txt"), ("votval", "got10k_vot_val_split.txt"),
-                             ("train", "got10k_train_split.txt"), ("val", "got10k_val_split.txt")):
-        indices = [int(x) for x in read_split_file(file_name)]
+    for split, split_list in (("vottrain", "got10k_vot_train"), ("votval", "got10k_vot_val"),
+                              ("train", "got10k_train"), ("val", "got10k_val")):
+        indices = [int(x) for x in split_entries(split_list)]
         expected = [present[i] for i in indices if i < len(present)]  # in split-file order
         if expected:
             assert Got10k(tmp_path, split=split).sequence_names == expected, split
@@ -386,7 +385,7 @@ def test_registry_names(tmp_path):
     make_got10k(tmp_path)
     dataset = build_dataset("got10k_official_val", paths=get_paths(datasets={"got10k": tmp_path}))
     assert dataset.get_name() == "GOT10k_official_val" and len(dataset) == 2
-    assert (DATA_SPECS_DIR / "README.md").is_file()
+    assert (LISTS_DIR / "README.md").is_file()
 
 
 class _FirstFrames(torch.utils.data.Dataset):

@@ -10,26 +10,21 @@ randomly initialised teacher: timing does not depend on the weights.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-from lib.utils.cli import run_main
+from lib.utils.cli import base_parser, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = base_parser(__doc__.splitlines()[0], "threads", "opts", "json")
     parser.add_argument("--config", required=True)
     parser.add_argument("--script", default="ostrack")
     parser.add_argument("--batch", type=int, default=None, help="default: TRAIN.BATCH_SIZE")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--opts", nargs="*", default=[])
-    parser.add_argument("--json", default=None)
-    parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
 
     import torch

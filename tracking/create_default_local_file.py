@@ -7,24 +7,22 @@ precedence over this file, so nobody has to edit code or this file to run elsewh
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-from lib.utils.cli import run_main
+from lib.utils.cli import base_parser, run_main
 from lib.utils.errors import SettingsError
 from lib.utils.paths import settings_file, write_settings_file
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = base_parser(__doc__.splitlines()[0], "save_dir",
+                         save_dir={"default": "./output", "help": "checkpoints, logs and tracking results"})
     parser.add_argument("--workspace_dir", default=".", help="project workspace (default: current folder)")
     parser.add_argument("--data_dir", default="./data", help="root holding one sub-folder per dataset")
-    parser.add_argument("--save_dir", default="./output", help="checkpoints, logs and tracking results")
     parser.add_argument("--pretrained_dir", default=None,
                         help="weights folder (default: <workspace>/pretrained_models)")
     parser.add_argument("--output", default=None, help=f"settings file to write (default: {settings_file()})")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     workspace = Path(args.workspace_dir)
     if not workspace.is_dir():

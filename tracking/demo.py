@@ -10,25 +10,22 @@ Norm Precision, FPS, MACs). Writes the success plot, an annotated video and a JS
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-from lib.utils.cli import run_main
+from lib.utils.cli import base_parser, run_main
 from lib.utils.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = base_parser(__doc__.splitlines()[0], "no_progress")
     parser.add_argument("--seeds", type=int, default=1, help="student runs per variant (mean and spread)")
     parser.add_argument("--output", default=None, help="output root (default: settings / LORETRACK_SAVE_DIR)")
     parser.add_argument("--epochs", type=int, default=None, help="override the demo configs' TRAIN.EPOCH")
     parser.add_argument("--samples_per_epoch", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="a tiny run (minutes less; for tests): few "
                         "sequences, 2 epochs of 64 pairs; the numbers mean nothing")
-    parser.add_argument("--no_progress", action="store_true")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")

@@ -19,7 +19,7 @@ from typing import NoReturn
 
 import _init_paths  # noqa: F401
 from lib.data.embedded import MANIFEST_NAME, SPLITS, EmbeddedParams, embedded_root, ensure_embedded_benchmark
-from lib.utils.cli import run_main
+from lib.utils.cli import add_common_flags, run_main
 from lib.utils.errors import UserError
 
 
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="worker processes (default: one per core)")
     parser.add_argument("--force", action="store_true", help="regenerate even if a cached copy exists")
     parser.add_argument("--quiet", action="store_true", help="print only the benchmark root")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_common_flags(parser, "debug")
     args = parser.parse_args(argv)
     if args.workers == 0:
         raise UserError("--workers must be at least 1")

@@ -12,21 +12,19 @@ it renames the old pack to '<dst>.moved-<UTC time>' (delete that yourself once t
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import _init_paths  # noqa: F401
 from lib.train.data.datasets.storage import pack_folder
-from lib.utils.cli import run_main
+from lib.utils.cli import base_parser, run_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--src", required=True, help="dataset folder to pack (e.g. the GOT-10k root)")
     parser.add_argument("--dst", required=True, help="LMDB folder to create (e.g. data/got10k_lmdb)")
     parser.add_argument("--force", action="store_true",
                         help="if --dst exists, rename it to <dst>.moved-<UTC time> (never deleted) and pack anew")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     pack_folder(args.src, args.dst, force=args.force, progress=lambda line: print(line, file=sys.stderr, flush=True))
     return 0

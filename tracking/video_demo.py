@@ -7,12 +7,11 @@ exists; otherwise it is an error (this is a headless tool: no window to draw a b
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-from lib.utils.cli import run_main
+from lib.utils.cli import base_parser, run_main
 from lib.utils.errors import UserError
 
 
@@ -27,16 +26,14 @@ def parse_box(text: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = base_parser(__doc__.splitlines()[0], "device")
     parser.add_argument("config", help="experiment config name or YAML path")
     parser.add_argument("checkpoint", help="trained weights")
     parser.add_argument("video", help="a video file (mp4, avi, ...) or an image pattern like frames/%%04d.jpg")
     parser.add_argument("--script", default=None, help="experiments/<script>/ to look the config up in")
     parser.add_argument("--init_bbox", default=None, help="x,y,w,h of the target in the first frame")
     parser.add_argument("--output", default=None, help="folder for <video>_tracked.mp4 and <video>_boxes.txt")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--backend", default=None, help="network back-end (see tracking/test.py --help)")
-    parser.add_argument("--debug", action="store_true")
     args = parser.parse_args(argv)
 
     import cv2

@@ -1,6 +1,3 @@
-"""Data that needs no download: the embedded tracking benchmark generated from images inside installed packages."""
-from lib.data.embedded import (EmbeddedParams, RenderedSequence, ensure_embedded_benchmark,
-                               generate_embedded_benchmark, render_sequence, sequence_rng)
-
-__all__ = ["EmbeddedParams", "RenderedSequence", "ensure_embedded_benchmark", "generate_embedded_benchmark",
-           "render_sequence", "sequence_rng"]
+"""Data that needs no download: :mod:`.splits` (the split lists shipped in ``lists/``) and :mod:`.embedded` (a
+tracking benchmark generated from images inside installed packages). Nothing is imported here, so that reading a
+split list does not load the benchmark generator."""

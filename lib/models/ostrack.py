@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lib.models.head import CenterHead
-from lib.models.vit import VisionTransformerTracker, ce_template_mask
+from lib.models.vit import VisionTransformerTracker, build_ce_template_mask
 from lib.utils.errors import ConfigError
 
 SUPPORTED_BACKBONES = ("vit_base_patch16_224", "vit_base_patch16_224_ce", "vit", "vit_ce")
@@ -71,15 +71,16 @@ class OSTrack(nn.Module):
         boxes = None
         if self.ce_template_range == "GT_BOX":
             boxes = torch.tensor([EXAMPLE_TEMPLATE_BOX], device=device).expand(batch, 4)
-        return ExampleInputs(crops[0], crops[1], self.ce_template_mask(batch, device, boxes))
+        return ExampleInputs(crops[0], crops[1], self.make_ce_template_mask(batch, device, boxes))
 
-    def ce_template_mask(self, batch: int, device: torch.device | str,
-                         template_boxes: torch.Tensor | None = None) -> torch.Tensor | None:
-        """The configured CE template mask for a batch (None when CE is off or uses all template rows)."""
+    def make_ce_template_mask(self, batch: int, device: torch.device | str,
+                              template_boxes: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The ``ce_template_mask`` argument of :meth:`forward` for this model's CE setting and a batch (None
+        when CE is off or uses all template rows)."""
         if not self.backbone.ce_loc:
             return None
-        return ce_template_mask(self.backbone.template_grid[0], self.ce_template_range, batch, device,
-                                template_boxes, self.template_size)
+        return build_ce_template_mask(self.backbone.template_grid[0], self.ce_template_range, batch, device,
+                                      template_boxes, self.template_size)
 
     def forward(self, template: torch.Tensor, search: torch.Tensor,
                 ce_template_mask: torch.Tensor | None = None, ce_keep_rate: float | None = None,

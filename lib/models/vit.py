@@ -325,10 +325,10 @@ def _block_set(selection: bool | Sequence[int], depth: int) -> set[int]:
     return {i % depth for i in selection}  # negative indices count from the last block
 
 
-def ce_template_mask(template_grid: int, template_range: str, batch: int,
-                     device: torch.device | str = "cpu",
-                     template_boxes: torch.Tensor | None = None, template_size: int | None = None
-                     ) -> torch.Tensor | None:
+def build_ce_template_mask(template_grid: int, template_range: str, batch: int,
+                           device: torch.device | str = "cpu",
+                           template_boxes: torch.Tensor | None = None, template_size: int | None = None
+                           ) -> torch.Tensor | None:
     """Which template tokens score the search tokens in candidate elimination (None = all of them).
 
     CTR_POINT is the centre token ((F-1)//2 in each axis: OSTrack's (3,3) for 8x8 / 7x7, (5,5) for 12x12,

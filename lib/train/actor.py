@@ -53,7 +53,7 @@ class TrackingActor:
         template = resize_crop(batch["template_images"], self.model.template_size)
         search = resize_crop(batch["search_images"], self.model.search_size)
         gt_boxes = batch["search_anno"]
-        mask = self.model.ce_template_mask(template.shape[0], template.device, batch["template_anno"])
+        mask = self.model.make_ce_template_mask(template.shape[0], template.device, batch["template_anno"])
         out = self.net(template, search, ce_template_mask=mask, ce_keep_rate=self.keep_rate(epoch),
                        return_qkv=self.qkv_blocks)
         if not torch.isfinite(out["pred_boxes"]).all():

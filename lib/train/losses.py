@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.utils.box_ops import DegenerateBoxError, box_cxcywh_to_xyxy, box_xywh_to_xyxy, generalized_iou
+from lib.utils.boxes import DegenerateBoxError, box_cxcywh_to_xyxy, box_xywh_to_xyxy, generalized_iou
 
 
 # --------------------------------------------------------------------------------------- heatmap targets

@@ -1,9 +1,10 @@
 """A plain training loop with hooks (detectron2 style).
 
-The loop only runs steps: forward through the actor, backward (with a GradScaler under AMP), gradient
-clipping, optimiser step. Logging, checkpointing, validation and LR scheduling are hooks, so a new
-behaviour is a new hook rather than an edit of the loop. ``state_dict`` holds everything a bit-exact
-resume needs: model, optimiser, scheduler, scaler, epoch and RNG states.
+The loop runs steps (forward through the actor, backward with a GradScaler under AMP, gradient clipping,
+optimiser step) and, after each epoch, steps the LR scheduler (per epoch, as OSTrack does) before the
+``after_epoch`` hooks, so a checkpoint saved there holds the stepped scheduler. Logging, checkpointing and
+validation are hooks, so a new behaviour is a new hook rather than an edit of the loop. ``state_dict`` holds
+everything a bit-exact resume needs: model, optimiser, scheduler, scaler, epoch and RNG states.
 """
 from __future__ import annotations
 

@@ -20,3 +20,7 @@ class WeightsError(UserError):
 
 class SettingsError(UserError):
     """A path setting (data root, save dir, ...) is missing or wrong."""
+
+
+class DatasetError(UserError):
+    """A benchmark or training dataset is missing files or does not have the layout its reader expects."""

@@ -34,7 +34,14 @@ from lib.test.analysis.metrics import (
     length_fix,
     mean_metrics,
 )
-from lib.test.analysis.result_files import ResultFolder, TrackerSpec, decode, parse_boxes, parse_times, read_bytes
+from lib.test.analysis.result_files import (
+    ResultFolder,
+    TrackerSpec,
+    decode,
+    parse_result_boxes,
+    parse_times,
+    read_bytes,
+)
 from lib.test.evaluation.data import Sequence
 from lib.utils.errors import UserError
 from lib.utils.provenance import ManifestError, files_digest, read_manifest
@@ -289,7 +296,7 @@ def score_run(folder: ResultFolder, seq: Sequence, gt_fingerprint: str, cache: M
     if cached is not None:
         return ScoredRun(cached[0], path, cached[1])
     try:
-        boxes = parse_boxes(decode(data, path), path)
+        boxes = parse_result_boxes(decode(data, path), path)
         metrics = evaluate_sequence(boxes, seq.ground_truth_rect, seq.dataset, seq.target_visible,
                                     exclude_invalid_frames)
     except InvalidResultError as err:

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.test.analysis.metrics import InvalidResultError, box_iou, check_predictions
-from lib.test.analysis.result_files import ResultFolder, decode, load_boxes, parse_times, read_bytes
+from lib.test.analysis.metrics import InvalidResultError, check_predictions
+from lib.test.analysis.result_files import ResultFolder, decode, load_result_boxes, parse_times, read_bytes
 from lib.test.evaluation.data import Sequence
+from lib.utils.boxes import pytracking_box_iou
 from lib.utils.run_layout import TIME_SUFFIX, results_subfolder
 
 SUCCESS_THRESHOLDS = np.linspace(0.0, 1.0, 101)
@@ -91,7 +92,8 @@ def sequence_ious(repetitions: SequenceType[np.ndarray], seq: Sequence) -> np.nd
         if boxes.shape != gt.shape:
             raise InvalidResultError(f"{len(boxes)} lines for {len(gt)} ground-truth frames; GOT-10k needs one "
                                      "line per frame: re-run the tracker on this sequence")
-        iou = np.clip(np.nan_to_num(box_iou(clip_to_image(boxes, resolution), bounded_gt), nan=0.0), 0.0, 1.0)
+        iou = pytracking_box_iou(clip_to_image(boxes, resolution), bounded_gt)
+        iou = np.clip(np.nan_to_num(iou, nan=0.0), 0.0, 1.0)
         pooled.append(iou[keep])
     return np.concatenate(pooled) if pooled else np.zeros(0)
 
@@ -152,7 +154,7 @@ def evaluate_got10k(sequences: SequenceType[Sequence], run_dirs: SequenceType[Pa
             repetitions = []
             for path in files:
                 try:
-                    repetitions.append(load_boxes(path))
+                    repetitions.append(load_result_boxes(path))
                     check_predictions(repetitions[-1])
                 except InvalidResultError as err:
                     raise err.at(path) from None

@@ -3,8 +3,8 @@
 The rules follow OSTrack's ``calc_seq_err_robust`` (pytracking, April 2020) including its quirks, because
 published numbers were computed with them:
 
-* IoU with the "+1 pixel" convention (equal to the continuous IoU), centre error and centre error normalised
-  by the ground-truth size;
+* IoU with the "+1 pixel" convention (:func:`lib.utils.boxes.pytracking_box_iou`), centre error and centre
+  error normalised by the ground-truth size;
 * a NaN, infinite or negative-size prediction is an error; zero-size predictions repeat the previous box;
 * a prediction longer than the ground truth is truncated; a shorter one is an error for ``'lasot'`` and is
   padded with zero boxes (failures) for every other tag (the analysis names every such file, see
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lib.utils.boxes import pytracking_box_iou
 from lib.utils.errors import UserError
 
 PLOT_BIN_GAP = 0.05
@@ -78,20 +79,6 @@ class SequenceMetrics:
     @property
     def auc(self) -> float:
         return float(self.success.mean())
-
-
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of ``[x, y, w, h]`` boxes; the pixel-inclusive "+1" form of OSTrack, i.e. continuous IoU.
-
-    A zero union gives NaN (callers decide what that means); no clipping, no epsilon.
-    """
-    top_left = np.maximum(boxes_a[:, :2], boxes_b[:, :2])
-    bottom_right = np.minimum(boxes_a[:, :2] + boxes_a[:, 2:] - 1.0, boxes_b[:, :2] + boxes_b[:, 2:] - 1.0)
-    size = np.clip(bottom_right - top_left + 1.0, 0.0, None)
-    intersection = size[:, 0] * size[:, 1]
-    union = boxes_a[:, 2] * boxes_a[:, 3] + boxes_b[:, 2] * boxes_b[:, 3] - intersection
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return intersection / union
 
 
 def box_centers(boxes: np.ndarray) -> np.ndarray:
@@ -193,7 +180,7 @@ def frame_errors(pred: np.ndarray, gt: np.ndarray, tag: str,
         visible = np.asarray(target_visible, dtype=bool)
         valid &= visible
 
-    iou = box_iou(pred, gt)
+    iou = pytracking_box_iou(pred, gt)
     err = center_error(pred, gt)
     norm_err = normalized_center_error(pred, gt)
 

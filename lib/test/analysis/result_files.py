@@ -19,7 +19,7 @@ import numpy as np
 
 from lib.test.analysis.metrics import InvalidResultError
 from lib.test.evaluation.data import Sequence
-from lib.utils.box_files import TableFormatError, parse_box_table
+from lib.utils.boxes import TableFormatError, parse_box_table
 from lib.utils.run_layout import DEFAULT_BACKEND, TIME_SUFFIX, results_run_name, results_subfolder
 
 # Extra per-sequence outputs of trackers that are not box files.
@@ -28,7 +28,7 @@ AUXILIARY_SUFFIXES = (TIME_SUFFIX, "_all_boxes", "_all_scores", "_object_presenc
 
 # ----------------------------------------------------------------------------------------------- reading
 
-def parse_boxes(text: str, source: str | Path = "<text>") -> np.ndarray:
+def parse_result_boxes(text: str, source: str | Path = "<text>") -> np.ndarray:
     """Parse ``x y w h`` lines (tabs, commas or spaces); ``source`` only labels errors."""
     try:
         return parse_box_table(text)
@@ -47,10 +47,10 @@ def read_bytes(path: Path) -> bytes:
                                  path) from None
 
 
-def load_boxes(path: str | Path) -> np.ndarray:
-    """Load a result or annotation file as an (N, 4) float64 array."""
+def load_result_boxes(path: str | Path) -> np.ndarray:
+    """A tracker's raw result file as an (N, 4) float64 array; errors are InvalidResultErrors naming the file."""
     path = Path(path)
-    return parse_boxes(decode(read_bytes(path), path), path)
+    return parse_result_boxes(decode(read_bytes(path), path), path)
 
 
 def decode(data: bytes, source: Path) -> str:

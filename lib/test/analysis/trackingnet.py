@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.test.analysis.metrics import box_iou, center_error, normalized_center_error
-from lib.test.analysis.result_files import decode, parse_boxes
+from lib.test.analysis.metrics import center_error, normalized_center_error
+from lib.test.analysis.result_files import decode, parse_result_boxes
+from lib.utils.boxes import pytracking_box_iou
 from lib.utils.errors import UserError
 
 NUM_THRESHOLDS = 21
@@ -51,7 +52,7 @@ def _text_entries(archive: zipfile.ZipFile) -> list[str]:
 
 def _read_entry(archive: zipfile.ZipFile, name: str, zip_path: Path) -> np.ndarray:
     source = f"{zip_path}:{name}"
-    return parse_boxes(decode(archive.read(name), Path(source)), source)
+    return parse_result_boxes(decode(archive.read(name), Path(source)), source)
 
 
 def sequence_curves(gt: np.ndarray, submission: np.ndarray | None) -> tuple[np.ndarray, ...]:
@@ -65,7 +66,7 @@ def sequence_curves(gt: np.ndarray, submission: np.ndarray | None) -> tuple[np.n
         sub[:rows] = np.round(submission[:rows])
     sub[0] = gt[0]
     covered = np.nan_to_num(sub.sum(axis=1), nan=0.0) > 0.0
-    iou = box_iou(sub, gt)
+    iou = pytracking_box_iou(sub, gt)
     dist = center_error(sub, gt)
     norm_dist = normalized_center_error(sub, gt)
     with np.errstate(invalid="ignore"):  # NaN (missing rows) compares false: a failure

@@ -40,7 +40,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "got10k_test": Benchmark(partial(read_got10k, split="test"), "got10k", "GOT-10k test (180, first box only)"),
     "got10k_val": Benchmark(partial(read_got10k, split="val"), "got10k", "GOT-10k val (180)"),
     "got10k_ltrval": Benchmark(partial(read_got10k, split="ltrval"), "got10k",
-                               "GOT-10k train-split validation part (lib/train/data_specs/got10k_val_split.txt)"),
+                               "GOT-10k train-split validation part (split list got10k_val, lib/data/splits.py)"),
     "trackingnet": Benchmark(read_trackingnet, "trackingnet", "TrackingNet test (511, first box only)"),
     "uav": Benchmark(read_uav, "uav", "UAV123 (123)"),
     "otb": Benchmark(read_otb, "otb", "OTB-100 (100)"),

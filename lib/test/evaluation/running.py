@@ -10,7 +10,7 @@ holds, and results of another config, checkpoint or back-end are never reused.
 
 A tracker is anything with the pytracking interface: ``initialize(image, {'init_bbox': [x, y, w, h]})`` and
 ``track(image) -> {'target_bbox': [x, y, w, h]}``, images being RGB uint8 arrays. Workers build their own
-tracker by calling a picklable ``tracker_factory(device)`` with ``device`` ``'cpu'`` or ``'cuda:<k>'``.
+tracker by calling a picklable ``build_tracker(device)`` with ``device`` ``'cpu'`` or ``'cuda:<k>'``.
 """
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ class Tracker(Protocol):
     def track(self, image: np.ndarray) -> dict[str, Any]: ...
 
 
-TrackerFactory = Callable[[str], Tracker]
+# Builds a tracker on a device ('cpu', 'cuda:<k>'); picklable, since spawned workers call it
+# (e.g. lib.test.tracker.factory.TrackerFactory, or a tracker class).
+TrackerBuilder = Callable[[str], Tracker]
 
 
 class InvalidInitBoxError(InvalidBoxError):
@@ -367,10 +369,10 @@ def _exit_with_parent(parent_pid: int) -> None:
 _worker_state: dict[str, Any] = {}
 
 
-def _init_worker(factory: TrackerFactory, slots: Any, num_gpus: int, threads: int, parent_pid: int) -> None:
+def _init_worker(build_tracker: TrackerBuilder, slots: Any, num_gpus: int, threads: int, parent_pid: int) -> None:
     _exit_with_parent(parent_pid)
     _limit_threads(threads)
-    _worker_state.update(factory=factory, device=device_for_worker(slots.get(), num_gpus), threads=threads,
+    _worker_state.update(build_tracker=build_tracker, device=device_for_worker(slots.get(), num_gpus), threads=threads,
                          tracker=None)
 
 
@@ -378,32 +380,32 @@ def _run_in_worker(seq: Sequence, results_dir: Path, debug: bool) -> SequenceRes
     if _worker_state["tracker"] is None:  # built on the first task, so a failure is reported per sequence
         try:
             _select_device(_worker_state["device"])
-            _worker_state["tracker"] = _worker_state["factory"](_worker_state["device"])
+            _worker_state["tracker"] = _worker_state["build_tracker"](_worker_state["device"])
         except Exception as err:
             if debug:
                 raise
             return _failure(seq.name, err, context="could not build the tracker: ")
-        _limit_threads(_worker_state["threads"])  # the factory may have imported torch
+        _limit_threads(_worker_state["threads"])  # building the tracker may have imported torch
     return _attempt(_worker_state["tracker"], seq, results_dir, debug)
 
 
-def _run_sequential(factory: TrackerFactory, pending: list[Sequence], results_dir: Path, num_gpus: int,
+def _run_sequential(build_tracker: TrackerBuilder, pending: list[Sequence], results_dir: Path, num_gpus: int,
                     debug: bool, record: Callable[[SequenceResult], None]) -> None:
     device = device_for_worker(0, num_gpus)
     _select_device(device)
-    tracker = factory(device)
+    tracker = build_tracker(device)
     for seq in pending:
         record(_attempt(tracker, seq, results_dir, debug))
 
 
-def _run_parallel(factory: TrackerFactory, pending: list[Sequence], results_dir: Path, workers: int,
+def _run_parallel(build_tracker: TrackerBuilder, pending: list[Sequence], results_dir: Path, workers: int,
                   num_gpus: int, debug: bool, record: Callable[[SequenceResult], None]) -> None:
     context = multiprocessing.get_context("spawn")  # CUDA and many libraries are not fork-safe
     slots = context.SimpleQueue()
     for index in range(workers):
         slots.put(index)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                               initargs=(factory, slots, num_gpus, threads_per_worker(workers, available_cores()),
+                               initargs=(build_tracker, slots, num_gpus, threads_per_worker(workers, available_cores()),
                                          os.getpid()))
     try:
         futures = {pool.submit(_run_in_worker, seq, results_dir, debug): seq for seq in pending}
@@ -414,7 +416,7 @@ def _run_parallel(factory: TrackerFactory, pending: list[Sequence], results_dir:
             except BrokenProcessPool:
                 result = SequenceResult(name, "failed", error="a worker process died (out of memory, or a crash in "
                                                               "native code); run again to retry this sequence")
-            except Exception as err:  # the tracker factory failed, or a result could not be sent back
+            except Exception as err:  # building the tracker failed, or a result could not be sent back
                 if debug:
                     raise
                 result = _failure(name, err)
@@ -423,7 +425,7 @@ def _run_parallel(factory: TrackerFactory, pending: list[Sequence], results_dir:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_dataset(tracker_factory: TrackerFactory, sequences: Iterable[Sequence], results_dir: str | Path,
+def run_dataset(build_tracker: TrackerBuilder, sequences: Iterable[Sequence], results_dir: str | Path,
                 threads: int = 0, num_gpus: int = 0, debug: bool = False, show_progress: bool = True,
                 log: Callable[[str], None] = print, identity: RunIdentity | None = None, dataset: str = "",
                 force: bool = False) -> RunReport:
@@ -466,9 +468,9 @@ def run_dataset(tracker_factory: TrackerFactory, sequences: Iterable[Sequence], 
             progress.update()
 
         if pending and threads <= 0:
-            _run_sequential(tracker_factory, pending, results_dir, num_gpus, debug, record)
+            _run_sequential(build_tracker, pending, results_dir, num_gpus, debug, record)
         elif pending:
-            _run_parallel(tracker_factory, pending, results_dir, min(threads, len(pending)), num_gpus, debug, record)
+            _run_parallel(build_tracker, pending, results_dir, min(threads, len(pending)), num_gpus, debug, record)
     report = RunReport([results[seq.name] for seq in sequences], results_dir, time.perf_counter() - started)
     if manifest is not None:
         entry = manifest["datasets"][dataset or "unnamed"]

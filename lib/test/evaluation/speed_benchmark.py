@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from lib.models.ostrack import OSTrack
-from lib.test.analysis.metrics import box_iou
 from lib.test.evaluation.speed_report import (
     CONTROL_NAME,
     ITERATIONS,
@@ -36,6 +35,7 @@ from lib.test.evaluation.speed_report import (
 )
 from lib.test.tracker.backends import MAP_NAMES, BackendError, TimedBackend, build_backend
 from lib.test.tracker.ostrack import OSTrackTracker
+from lib.utils.boxes import pytracking_box_iou
 from lib.utils.errors import UserError
 from lib.utils.paths import REPO_ROOT
 from lib.utils.profiling import time_callable
@@ -125,7 +125,7 @@ def box_agreement(boxes: dict[str, list], reference: dict[str, list]) -> dict[st
     """Per-frame IoU against the reference tracker's boxes (the shared initial frame excluded)."""
     per_seq, all_iou = {}, []
     for name, ref in reference.items():
-        iou = box_iou(np.asarray(boxes[name][1:], float), np.asarray(ref[1:], float))
+        iou = pytracking_box_iou(np.asarray(boxes[name][1:], float), np.asarray(ref[1:], float))
         per_seq[name] = {"min": float(np.min(iou)), "mean": float(np.mean(iou)),
                          "frames_below_0.9": int(np.sum(iou < 0.9))}
         all_iou.append(iou)
@@ -143,7 +143,7 @@ def ground_truth_iou(boxes: dict[str, list], sequences: list[dict[str, Any]]) ->
         gt = np.asarray(seq["ground_truth"], float)[1:]
         pred = np.asarray(boxes[seq["name"]][1:], float)
         valid = np.all(np.isfinite(gt), axis=1) & (gt[:, 2] > 0) & (gt[:, 3] > 0)
-        result[seq["name"]] = float(box_iou(pred[valid], gt[valid]).mean()) if valid.any() else float("nan")
+        result[seq["name"]] = float(pytracking_box_iou(pred[valid], gt[valid]).mean()) if valid.any() else float("nan")
     return result
 
 

@@ -126,7 +126,7 @@ class OSTrackTracker:
         self.template = self._normalise_into(crop.image, template)
         template_box = box_to_crop(torch.tensor(box), torch.tensor(box), crop.resize_factor, self.template_size,
                                    normalize=True).view(1, 4).to(self.device)
-        self.ce_mask = self.model.ce_template_mask(1, self.device, template_box)
+        self.ce_mask = self.model.make_ce_template_mask(1, self.device, template_box)
         self.state = box
         self.frame_id = 0
         return {"target_bbox": list(box)}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.test.analysis.metrics import InvalidResultError, check_predictions
-from lib.test.analysis.result_files import AUXILIARY_SUFFIXES, decode, load_boxes, parse_times, read_bytes
+from lib.test.analysis.result_files import AUXILIARY_SUFFIXES, decode, load_result_boxes, parse_times, read_bytes
 from lib.test.evaluation.running import format_boxes
 from lib.utils import run_layout
 from lib.utils.errors import UserError
@@ -39,7 +39,7 @@ class PackSummary:
     warnings: list[str] = field(default_factory=list)
 
 
-def result_files(folder: Path) -> dict[str, Path]:
+def box_files_by_sequence(folder: Path) -> dict[str, Path]:
     """``<seq>.txt`` box files of a result folder (time, all-boxes and score files excluded), by sequence."""
     if not folder.is_dir():
         raise PackingError(f"result folder {folder} does not exist; run the tracker first or pass --result_dir")
@@ -55,7 +55,7 @@ def result_files(folder: Path) -> dict[str, Path]:
 def integer_box_text(path: Path) -> str:
     """The boxes of ``path`` as comma-separated integers (truncated toward zero), one line per frame."""
     try:
-        boxes = load_boxes(path)
+        boxes = load_result_boxes(path)
         check_predictions(boxes)
     except InvalidResultError as err:
         raise PackingError(str(err.at(path))) from None
@@ -90,7 +90,7 @@ def _count_warning(found: int, expected: int, benchmark: str) -> list[str]:
 def pack_got10k(results_folder: str | Path, zip_path: str | Path, force: bool = False) -> PackSummary:
     """GOT-10k layout: ``<seq>/<seq>_001.txt`` (one repetition) + ``<seq>/<seq>_time.txt`` per sequence."""
     folder, zip_path = Path(results_folder), Path(zip_path)
-    files = result_files(folder)
+    files = box_files_by_sequence(folder)
     entries: dict[str, bytes | str] = {}
     warnings = []
     for seq, path in files.items():
@@ -110,7 +110,7 @@ def pack_got10k(results_folder: str | Path, zip_path: str | Path, force: bool = 
 def pack_trackingnet(results_folder: str | Path, zip_path: str | Path, force: bool = False) -> PackSummary:
     """TrackingNet layout: flat ``<seq>.txt`` files (the server matches them by name)."""
     folder, zip_path = Path(results_folder), Path(zip_path)
-    files = result_files(folder)
+    files = box_files_by_sequence(folder)
     entries: dict[str, bytes | str] = {f"{seq}.txt": integer_box_text(path) for seq, path in files.items()}
     write_zip(zip_path, entries, force)
     return PackSummary(zip_path, list(files), _count_warning(len(files), TRACKINGNET_TEST_SEQUENCES, "TrackingNet"))

@@ -8,7 +8,7 @@ process has its own copy, so the budget applies per process.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 

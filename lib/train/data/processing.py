@@ -9,8 +9,8 @@ All randomness comes from the generators passed in, so every sample is reproduci
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ class SampleRng:
     numpy: np.random.Generator
 
     @classmethod
-    def from_seed(cls, seed: int) -> "SampleRng":
+    def from_seed(cls, seed: int) -> SampleRng:
         generator = torch.Generator()
         generator.manual_seed(seed)
         return cls(generator, np.random.default_rng(seed))
@@ -70,7 +70,7 @@ class PairProcessing:
             frames = [cv2.cvtColor(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for f in frames]
         if rng.numpy.random() < self.joint_flip_prob:
             flipped = []
-            for frame, box in zip(frames, boxes):
+            for frame, box in zip(frames, boxes, strict=True):
                 width = frame.shape[1]
                 flipped.append(torch.tensor([width - box[0] - box[2], box[1], box[2], box[3]]))
             frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
@@ -94,7 +94,7 @@ class PairProcessing:
         """Processed tensors, or None when the pair is unusable (degenerate crop, all padding)."""
         frames, boxes = self._joint_augment([template_frame, search_frame], [template_box, search_box], rng)
         out: dict[str, torch.Tensor] = {}
-        for role, frame, box in zip(("template", "search"), frames, boxes):
+        for role, frame, box in zip(("template", "search"), frames, boxes, strict=True):
             setting = self.settings[role]
             jittered = self.jitter_box(box.float(), setting, rng)
             if math.ceil(math.sqrt(max(float(jittered[2] * jittered[3]), 0.0)) * setting.factor) < 1:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Callable, Iterable
 from collections.abc import Sequence as SequenceType
 from pathlib import Path
@@ -12,16 +11,12 @@ from typing import Any
 import numpy as np
 
 from lib.test.evaluation.data import Sequence
-from lib.utils.box_files import TableFormatError, parse_box_table, parse_number_table
-from lib.utils.errors import UserError
+from lib.utils.boxes import TableFormatError, parse_box_table, parse_number_table
+from lib.utils.errors import DatasetError, UserError
+from lib.utils.sorting import natural_sorted
 
 SEQUENCE_LISTS_DIR = Path(__file__).resolve().parents[1] / "sequence_lists"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-_DIGITS = re.compile(r"(\d+)")
-
-
-class DatasetError(UserError):
-    """A benchmark folder does not have the layout its reader expects."""
 
 
 # --------------------------------------------------------------------------------------------- text files
@@ -36,8 +31,8 @@ def load_table(path: str | Path) -> np.ndarray:
         raise DatasetError(f"{path}: {err}; fix, re-download or re-create the file") from None
 
 
-def load_boxes(path: str | Path) -> np.ndarray:
-    """An ``x, y, w, h`` per line file (ground truth or raw results) as an (N, 4) array."""
+def load_annotation_boxes(path: str | Path) -> np.ndarray:
+    """A benchmark's ground-truth file (``x, y, w, h`` per line) as an (N, 4) array; errors are DatasetErrors."""
     path = Path(path)
     try:
         return parse_box_table(path.read_text())
@@ -72,15 +67,6 @@ def load_sequence_list(file_name: str) -> Any:
 
 
 # -------------------------------------------------------------------------------------------------- frames
-
-def natural_key(text: str) -> list:
-    """Sort key that orders ``frame2`` before ``frame10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in _DIGITS.split(text)]
-
-
-def natural_sorted(items: Iterable[str]) -> list[str]:
-    return sorted(items, key=natural_key)
-
 
 def numbered_frames(folder: Path, first: int, last: int, digits: int, ext: str = "jpg") -> list[str]:
     """Frame paths from a known naming pattern, so huge folders need not be listed."""

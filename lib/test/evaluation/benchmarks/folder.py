@@ -10,14 +10,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lib.test.evaluation.benchmarks.common import (
-    DatasetError,
     build_sequences,
     listed_frames,
-    load_boxes,
+    load_annotation_boxes,
     select_names,
     subfolders,
 )
 from lib.test.evaluation.data import Sequence
+from lib.utils.errors import DatasetError
 
 GROUND_TRUTH = "groundtruth.txt"
 
@@ -32,7 +32,7 @@ def read_folder(root: Path, names: Iterable[str] | None) -> list[Sequence]:
     def build(name: str) -> Sequence:
         seq_dir = root if single else root / name
         frame_dir = seq_dir / "img" if (seq_dir / "img").is_dir() else seq_dir
-        boxes = load_boxes(seq_dir / GROUND_TRUTH)
+        boxes = load_annotation_boxes(seq_dir / GROUND_TRUTH)
         frames = listed_frames(frame_dir)
         if len(boxes) > len(frames):
             raise DatasetError(f"{seq_dir / GROUND_TRUTH}: {len(boxes)} boxes but only {len(frames)} frames "

@@ -11,34 +11,29 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lib.data.splits import split_indices
 from lib.test.evaluation.benchmarks.common import (
-    DatasetError,
     build_sequences,
     listed_frames,
-    load_boxes,
+    load_annotation_boxes,
     load_flags,
     read_key_values,
     read_lines,
     select_names,
 )
 from lib.test.evaluation.data import Sequence
-from lib.utils.errors import SettingsError
-from lib.utils.paths import REPO_ROOT
+from lib.utils.errors import DatasetError
 
-# Indices into train/list.txt of the 1,000-sequence validation split carved out of GOT-10k train (OSTrack's
-# ``lib/train/data_specs``); the training code ships this file.
-VAL_SPLIT_FILE = REPO_ROOT / "lib" / "train" / "data_specs" / "got10k_val_split.txt"
 LABEL_FILES = {"cover": "cover.label", "absence": "absence.label", "cut_by_image": "cut_by_image.label"}
 
 
 def _split_names(root: Path, split: str) -> tuple[Path, list[str]]:
     """Folder holding the sequences and their names, in list order."""
     if split == "ltrval":
-        if not VAL_SPLIT_FILE.is_file():
-            raise SettingsError(f"got10k_ltrval needs the split file {VAL_SPLIT_FILE} (indices into "
-                                "train/list.txt); restore it from the repository")
+        # the validation part of GOT-10k train that training leaves out (pytracking/OSTrack's 'val')
+        indices = split_indices("got10k_val")
         train_names = read_lines(root / "train" / "list.txt")
-        return root / "train", [train_names[int(index)] for index in read_lines(VAL_SPLIT_FILE)]
+        return root / "train", [train_names[index] for index in indices]
     list_file = root / split / "list.txt"
     if not list_file.is_file():
         raise DatasetError(f"GOT-10k split list {list_file} not found; the root must contain "
@@ -69,7 +64,7 @@ def read_got10k(root: Path, names: Iterable[str] | None, split: str) -> list[Seq
 
     def build(name: str) -> Sequence:
         seq_dir = split_dir / name
-        boxes = load_boxes(seq_dir / "groundtruth.txt")  # the test split publishes only the first box
+        boxes = load_annotation_boxes(seq_dir / "groundtruth.txt")  # the test split publishes only the first box
         frames = listed_frames(seq_dir)
         if len(boxes) not in (1, len(frames)):
             raise DatasetError(f"{seq_dir}: {len(boxes)} ground-truth boxes for {len(frames)} frames")

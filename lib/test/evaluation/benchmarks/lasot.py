@@ -5,15 +5,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lib.test.evaluation.benchmarks.common import (
-    DatasetError,
     build_sequences,
-    load_boxes,
+    load_annotation_boxes,
     load_flags,
     load_sequence_list,
     numbered_frames,
     select_names,
 )
 from lib.test.evaluation.data import Sequence
+from lib.utils.errors import DatasetError
 
 LIST_FILES = {"lasot": "lasot_test.txt", "lasot_extension_subset": "lasot_extension_subset.txt"}
 
@@ -24,7 +24,7 @@ def read_lasot(root: Path, names: Iterable[str] | None, tag: str = "lasot") -> l
     def build(name: str) -> Sequence:
         object_class = name.split("-")[0]
         seq_dir = root / object_class / name
-        boxes = load_boxes(seq_dir / "groundtruth.txt")
+        boxes = load_annotation_boxes(seq_dir / "groundtruth.txt")
         full_occlusion = load_flags(seq_dir / "full_occlusion.txt")
         out_of_view = load_flags(seq_dir / "out_of_view.txt")
         for flags, file_name in ((full_occlusion, "full_occlusion.txt"), (out_of_view, "out_of_view.txt")):

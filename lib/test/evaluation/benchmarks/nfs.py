@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lib.test.evaluation.benchmarks.common import (
     build_sequences,
-    load_boxes,
+    load_annotation_boxes,
     load_sequence_list,
     numbered_frames,
     select_names,
@@ -27,7 +27,7 @@ def read_nfs(root: Path, names: Iterable[str] | None) -> list[Sequence]:
     def build(name: str) -> Sequence:
         record = records[name]
         frames = numbered_frames(root / "sequences" / record["name"], 1, record["end"], digits=5)
-        return Sequence(name, frames, "nfs", load_boxes(root / "anno" / f"{name}.txt"),
+        return Sequence(name, frames, "nfs", load_annotation_boxes(root / "anno" / f"{name}.txt"),
                         object_class=record["object_class"], extras={"occlusion": record["occlusion"]})
 
     return build_sequences(select_names(list(records), names, "nfs"), build, "nfs", root)

@@ -14,7 +14,7 @@ from pathlib import Path
 from lib.test.evaluation.benchmarks.common import (
     attribute_flags,
     build_sequences,
-    load_boxes,
+    load_annotation_boxes,
     load_sequence_list,
     numbered_frames,
     read_lines,
@@ -33,7 +33,7 @@ def read_otb(root: Path, names: Iterable[str] | None) -> list[Sequence]:
         seq_dir = root / record.get("folder", name)
         skip = record.get("init_omit", 0)
         frames = numbered_frames(seq_dir / "img", record["start"] + skip, record["end"], record.get("digits", 4))
-        boxes = load_boxes(seq_dir / record.get("anno", "groundtruth_rect.txt"))[skip:]
+        boxes = load_annotation_boxes(seq_dir / record.get("anno", "groundtruth_rect.txt"))[skip:]
         extras = {}
         if (seq_dir / "attrs.txt").is_file():
             listed = [attr for line in read_lines(seq_dir / "attrs.txt") for attr in line.split(",") if attr.strip()]

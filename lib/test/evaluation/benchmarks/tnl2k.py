@@ -11,7 +11,7 @@ from pathlib import Path
 from lib.test.evaluation.benchmarks.common import (
     build_sequences,
     listed_frames,
-    load_boxes,
+    load_annotation_boxes,
     read_lines,
     select_names,
     subfolders,
@@ -26,7 +26,7 @@ def read_tnl2k(root: Path, names: Iterable[str] | None) -> list[Sequence]:
         if (seq_dir / "language.txt").is_file():
             lines = read_lines(seq_dir / "language.txt")
             extras["language"] = lines[0].lower() if lines else ""
-        return Sequence(name, listed_frames(seq_dir / "imgs"), "tnl2k", load_boxes(seq_dir / "groundtruth.txt"),
-                        extras=extras)
+        boxes = load_annotation_boxes(seq_dir / "groundtruth.txt")
+        return Sequence(name, listed_frames(seq_dir / "imgs"), "tnl2k", boxes, extras=extras)
 
     return build_sequences(select_names(subfolders(root), names, "tnl2k"), build, "tnl2k", root)

@@ -4,8 +4,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from lib.test.evaluation.benchmarks.common import DatasetError, build_sequences, listed_frames, load_boxes, select_names
+from lib.test.evaluation.benchmarks.common import build_sequences, listed_frames, load_annotation_boxes, select_names
 from lib.test.evaluation.data import Sequence
+from lib.utils.errors import DatasetError
 
 
 def read_trackingnet(root: Path, names: Iterable[str] | None) -> list[Sequence]:
@@ -17,6 +18,6 @@ def read_trackingnet(root: Path, names: Iterable[str] | None) -> list[Sequence]:
 
     def build(name: str) -> Sequence:
         frames = listed_frames(root / "TEST" / "frames" / name)
-        return Sequence(name, frames, "trackingnet", load_boxes(anno_dir / f"{name}.txt"))
+        return Sequence(name, frames, "trackingnet", load_annotation_boxes(anno_dir / f"{name}.txt"))
 
     return build_sequences(select_names(available, names, "trackingnet"), build, "trackingnet", root)

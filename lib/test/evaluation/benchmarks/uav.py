@@ -10,15 +10,15 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lib.test.evaluation.benchmarks.common import (
-    DatasetError,
     build_sequences,
-    load_boxes,
+    load_annotation_boxes,
     load_sequence_list,
     load_table,
     numbered_frames,
     select_names,
 )
 from lib.test.evaluation.data import Sequence
+from lib.utils.errors import DatasetError
 
 NAME_PREFIX = "uav_"
 # Column order of the att/ files (per-attribute counts 109, 68, 48, 28, 33, 73, 30, 21, 31, 60, 70, 39).
@@ -41,7 +41,7 @@ def read_uav(root: Path, names: Iterable[str] | None) -> list[Sequence]:
             if len(flags) != len(ATTRIBUTES):
                 raise DatasetError(f"{att_file}: {len(flags)} attribute flags, expected {len(ATTRIBUTES)}")
             extras["attributes"] = {attr: bool(flag) for attr, flag in zip(ATTRIBUTES, flags, strict=True)}
-        return Sequence(name, frames, "uav", load_boxes(anno_dir / f"{anno_name}.txt"),
+        return Sequence(name, frames, "uav", load_annotation_boxes(anno_dir / f"{anno_name}.txt"),
                         object_class=record["object_class"], extras=extras)
 
     return build_sequences(select_names(list(records), names, "uav"), build, "uav", root)

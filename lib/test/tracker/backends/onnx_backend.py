@@ -205,7 +205,7 @@ class OnnxBackend(NetworkBackend):
                 "search": search.detach().cpu().float().contiguous().numpy()}
         if self.uses_ce_mask:
             if ce_template_mask is None:
-                raise ValueError("this CE network needs its template mask (model.ce_template_mask(...))")
+                raise ValueError("this CE network needs its template mask (model.make_ce_template_mask(...))")
             feed["ce_template_mask"] = ce_template_mask.detach().cpu().to(torch.bool).numpy()
         outputs = self.session.run(None, feed)
         return with_boxes({name: torch.from_numpy(out) for name, out in zip(MAP_NAMES, outputs, strict=True)})

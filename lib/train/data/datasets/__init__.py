@@ -6,14 +6,20 @@ from lib.train.data.datasets.got10k import Got10k
 from lib.train.data.datasets.imagenetvid import ImagenetVID
 from lib.train.data.datasets.lasot import Lasot
 from lib.train.data.datasets.registry import DATASETS, build_dataset, dataset_names
-from lib.train.data.datasets.storage import (CorruptFrameError, DatasetError, FolderStorage, LmdbStorage, Storage,
-                                             decode_rgb, open_storage, pack_folder)
+from lib.train.data.datasets.storage import (
+                                             CorruptFrameError,
+                                             FolderStorage,
+                                             LmdbStorage,
+                                             Storage,
+                                             decode_rgb,
+                                             open_storage,
+                                             pack_folder,
+)
 from lib.train.data.datasets.trackingnet import TrackingNet
 
 #: what the sampler catches, counts and skips when a frame cannot be read
 CORRUPT_FRAME_ERRORS: tuple[type[BaseException], ...] = (CorruptFrameError,)
 
-__all__ = ["CORRUPT_FRAME_ERRORS", "DATASETS", "Coco17", "CorruptFrameError", "CustomFolder", "DatasetError",
-           "FolderStorage", "Got10k", "ImagenetVID", "Lasot", "LmdbStorage", "Storage", "TrackingDataset",
-           "TrackingNet", "build_dataset", "dataset_names", "decode_rgb", "open_storage", "pack_folder",
-           "sequence_info"]
+__all__ = ["CORRUPT_FRAME_ERRORS", "DATASETS", "Coco17", "CorruptFrameError", "CustomFolder", "FolderStorage",
+           "Got10k", "ImagenetVID", "Lasot", "LmdbStorage", "Storage", "TrackingDataset", "TrackingNet",
+           "build_dataset", "dataset_names", "decode_rgb", "open_storage", "pack_folder", "sequence_info"]

@@ -9,35 +9,17 @@ any image.
 from __future__ import annotations
 
 import logging
-import re
-from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from lib.train.data.datasets.storage import DatasetError, Storage
-from lib.utils.box_files import TableFormatError, parse_box_table, parse_number_table
+from lib.train.data.datasets.storage import Storage
+from lib.utils.boxes import TableFormatError, parse_box_table, parse_number_table
+from lib.utils.errors import DatasetError
 
 log = logging.getLogger(__name__)
-
-DATA_SPECS_DIR = Path(__file__).resolve().parents[2] / "data_specs"
-_DIGITS = re.compile(r"(\d+)")
-
-
-def read_split_file(file_name: str) -> list[str]:
-    """Non-empty lines of a split list shipped in ``lib/train/data_specs/``."""
-    path = DATA_SPECS_DIR / file_name
-    if not path.is_file():
-        raise DatasetError(f"split list {path} is missing; restore it from the repository "
-                           "(git checkout -- lib/train/data_specs)")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key that puts '2.jpg' before '10.jpg'."""
-    return [int(part) if part.isdigit() else part for part in _DIGITS.split(name)]
-
 
 def fit_length(values: np.ndarray, length: int, fill: float) -> np.ndarray:
     """``values`` cut or padded with ``fill`` to ``length`` (flag files that disagree with the box file)."""

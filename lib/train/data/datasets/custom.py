@@ -7,13 +7,14 @@ beyond the last frame are dropped (with a warning).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
-from lib.train.data.datasets.base import TrackingDataset, natural_key, sequence_info
+from lib.train.data.datasets.base import TrackingDataset, sequence_info
 from lib.train.data.datasets.storage import Storage, open_storage
+from lib.utils.sorting import natural_sorted
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class CustomFolder(TrackingDataset):
         """File names of the sequence's frames, in natural order."""
         if seq_id not in self._frames:
             files = self.storage.list_files(self.sequence_names[seq_id])
-            self._frames[seq_id] = sorted((f for f in files if f.lower().endswith(FRAME_SUFFIXES)), key=natural_key)
+            self._frames[seq_id] = natural_sorted(f for f in files if f.lower().endswith(FRAME_SUFFIXES))
         return self._frames[seq_id]
 
     def get_sequence_info(self, seq_id: int) -> dict[str, torch.Tensor]:

@@ -4,27 +4,29 @@ a ``list.txt`` naming its sequences.
 
 Splits (pytracking/OSTrack meaning): 'train_full' = every sequence of ``train/``; 'train' / 'val' and
 'vottrain' / 'votval' = the sequences of ``train/list.txt`` at the 0-based indices listed in
-``lib/train/data_specs/got10k_{train,val,vot_train,vot_val}_split.txt`` (the vot splits leave out the
+the split lists ``got10k_{train,val,vot_train,vot_val}`` of :mod:`lib.data.splits` (the vot splits leave out the
 sequences that overlap VOT); 'official_val' = the ``val/`` folder. Visible = not absent and cover > 0.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
-from lib.train.data.datasets.base import TrackingDataset, read_split_file, sequence_info
-from lib.train.data.datasets.storage import DatasetError, Storage, open_storage
-from lib.utils.errors import UserError
+from lib.data.splits import split_indices
+from lib.train.data.datasets.base import TrackingDataset, sequence_info
+from lib.train.data.datasets.storage import Storage, open_storage
+from lib.utils.errors import DatasetError, UserError
 
-# split -> (folder under the root, index list in lib/train/data_specs or None for the whole folder)
+# split -> (folder under the root, split list of lib.data.splits or None for the whole folder)
 SPLITS: dict[str, tuple[str, str | None]] = {
     "train_full": ("train", None),
-    "train": ("train", "got10k_train_split.txt"),
-    "val": ("train", "got10k_val_split.txt"),
-    "vottrain": ("train", "got10k_vot_train_split.txt"),
-    "votval": ("train", "got10k_vot_val_split.txt"),
+    "train": ("train", "got10k_train"),
+    "val": ("train", "got10k_val"),
+    "vottrain": ("train", "got10k_vot_train"),
+    "votval": ("train", "got10k_vot_val"),
     "official_val": ("val", None),
 }
 META_FIELDS = {"object_class": "object_class_name", "motion_class": "motion_class", "major_class": "major_class",
@@ -52,10 +54,10 @@ class Got10k(TrackingDataset):
         if split not in SPLITS:
             raise UserError(f"unknown GOT-10k split '{split}'; use one of {list(SPLITS)}")
         super().__init__(f"GOT10k_{split}", open_storage(root, storage))
-        self.folder, index_file = SPLITS[split]
-        listed = self._listed_sequences(needs_list=index_file is not None or sequence_ids is not None)
-        if sequence_ids is None and index_file is not None:
-            sequence_ids = [int(line) for line in read_split_file(index_file)]
+        self.folder, split_list = SPLITS[split]
+        listed = self._listed_sequences(needs_list=split_list is not None or sequence_ids is not None)
+        if sequence_ids is None and split_list is not None:
+            sequence_ids = split_indices(split_list)
         if sequence_ids is not None:
             ids = list(sequence_ids)
             beyond = [i for i in ids if not 0 <= i < len(listed)]

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from lib.train.data.datasets.base import TrackingDataset, sequence_info
-from lib.train.data.datasets.storage import DatasetError, Storage, open_storage
+from lib.train.data.datasets.storage import Storage, open_storage
+from lib.utils.errors import DatasetError
 from lib.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)

@@ -6,16 +6,18 @@ flag file counts as "never". The number of frames is the number of ground-truth 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
-from lib.train.data.datasets.base import TrackingDataset, read_split_file, sequence_info
+from lib.data.splits import split_entries
+from lib.train.data.datasets.base import TrackingDataset, sequence_info
 from lib.train.data.datasets.storage import Storage, open_storage
 from lib.utils.errors import UserError
 
-SPLIT_FILES = {"train": "lasot_train_split.txt"}
+# split -> split list of lib.data.splits
+SPLIT_LISTS = {"train": "lasot_train"}
 
 
 def lasot_class(sequence_name: str) -> str:
@@ -36,10 +38,10 @@ class Lasot(TrackingDataset):
             candidates = list(sequence_names)
         elif split is None:
             candidates = [seq for cls in self.storage.list_subdirs() for seq in self.storage.list_subdirs(cls)]
-        elif split in SPLIT_FILES:
-            candidates = read_split_file(SPLIT_FILES[split])
+        elif split in SPLIT_LISTS:
+            candidates = split_entries(SPLIT_LISTS[split])
         else:
-            raise UserError(f"unknown LaSOT split '{split}'; use one of {sorted(SPLIT_FILES)} or None (all)")
+            raise UserError(f"unknown LaSOT split '{split}'; use one of {sorted(SPLIT_LISTS)} or None (all)")
         self.sequence_names = self.keep_complete(candidates, self._folder,
                                                  lambda name: f"{self._folder(name)}/groundtruth.txt")
 

@@ -7,9 +7,10 @@ created with ``tracking/pack_lmdb.py``). ``'CUSTOM:<path>'`` reads GOT-10k-style
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from lib.train.data.datasets.base import TrackingDataset
 from lib.train.data.datasets.coco import Coco17

@@ -11,23 +11,20 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
 
-from lib.utils.errors import SettingsError, UserError
+from lib.utils.errors import DatasetError, SettingsError, UserError
 from lib.utils.io import durable_rename, fsync_path, move_aside, remove_stale_temp_files, temp_sibling
 
 INDEX_PREFIX = "__loretrack__/"
 LISTING_PREFIX = INDEX_PREFIX + "ls/"
 META_KEY = INDEX_PREFIX + "meta"
 LMDB_FORMAT = "loretrack-lmdb-1"
-
-
-class DatasetError(UserError):
-    """A training dataset is missing files or does not have the layout its reader expects."""
 
 
 class CorruptFrameError(UserError):

@@ -2,19 +2,20 @@
 ``<root>/TRAIN_<k>/frames/<seq>/0.jpg, 1.jpg ...``. There are no occlusion flags: visible = valid = w,h > 0.
 
 Chunks 0-11 are used by default; missing chunks (partial downloads) are reported and skipped. Classes come from
-``lib/train/data_specs/trackingnet_classmap.txt`` (``<seq>\\t<class>`` per line) when that file is present.
+``lib/data/lists/trackingnet_classmap.txt`` (``<seq>\\t<class>`` per line) when that file is present.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
-from lib.train.data.datasets.base import DATA_SPECS_DIR, TrackingDataset, sequence_info
+from lib.data.splits import LISTS_DIR
+from lib.train.data.datasets.base import TrackingDataset, sequence_info
 from lib.train.data.datasets.storage import Storage, open_storage
 
-CLASS_MAP_FILE = DATA_SPECS_DIR / "trackingnet_classmap.txt"
+CLASS_MAP_FILE = LISTS_DIR / "trackingnet_classmap.txt"
 
 
 def load_class_map(path: Path = CLASS_MAP_FILE) -> dict[str, str] | None:
