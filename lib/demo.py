@@ -20,7 +20,8 @@ from pathlib import Path
 from lib.config import Config, load_config
 from lib.models import build_model
 from lib.test.evaluation.datasets import get_dataset
-from lib.test.evaluation.running import RunIdentity, checkpoint_identity, run_dataset
+from lib.test.evaluation.results_store import RunIdentity, checkpoint_identity
+from lib.test.evaluation.running import run_dataset
 from lib.test.tracker.baselines import StaticBoxTracker
 from lib.test.tracker.factory import TrackerFactory
 from lib.train import run_training

@@ -19,13 +19,8 @@ import pytest
 
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.datasets import get_dataset
-from lib.test.evaluation.running import (
-    device_for_worker,
-    result_path_base,
-    result_problem,
-    run_dataset,
-    threads_per_worker,
-)
+from lib.test.evaluation.results_store import result_path_base, result_problem
+from lib.test.evaluation.running import device_for_worker, run_dataset, threads_per_worker
 from lib.utils.run_layout import result_files
 
 MINI_OTB = ["Couple", "Crossing", "Football1"]

@@ -5,8 +5,8 @@ line per frame (values truncated toward zero, frame 0 = the initial box) and ``<
 each frame took (``%f``; frame 0 = initialisation). Both are written atomically once the whole sequence has
 been tracked, so a run killed at any point leaves no partial file behind and re-running it tracks only the
 missing sequences. A sequence counts as done only when both files are valid (one parsable line per frame);
-an invalid one is tracked again. With a :class:`RunIdentity`, the folder's manifest says whose results it
-holds, and results of another config, checkpoint or back-end are never reused.
+an invalid one is tracked again. With a :class:`~lib.test.evaluation.results_store.RunIdentity`, the
+folder's manifest says whose results it holds, and results of another run are never reused.
 
 A tracker is anything with the pytracking interface: ``initialize(image, {'init_bbox': [x, y, w, h]})`` and
 ``track(image) -> {'target_bbox': [x, y, w, h]}``, images being RGB uint8 arrays. Workers build their own
@@ -21,10 +21,10 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -33,13 +33,20 @@ import numpy as np
 from tqdm import tqdm
 
 from lib.test.evaluation.data import Sequence
-from lib.utils import run_layout
+from lib.test.evaluation.results_store import (
+    RunIdentity,
+    claim_results_folder,
+    format_boxes,
+    format_times,
+    result_path_base,
+    result_problem,
+)
 from lib.utils.boxes import InvalidBoxError, validate_init_box
 from lib.utils.errors import UserError
 from lib.utils.image import read_rgb
-from lib.utils.io import atomic_write_text, move_aside, remove_stale_temp_files
-from lib.utils.provenance import now, read_manifest, write_manifest
-from lib.utils.run_layout import MANIFEST_NAME, RESULT_SUBFOLDER_TAGS, result_files, results_subfolder
+from lib.utils.io import atomic_write_text, remove_stale_temp_files
+from lib.utils.provenance import now, write_manifest
+from lib.utils.run_layout import MANIFEST_NAME, result_files, results_subfolder
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _PR_SET_PDEATHSIG = 1
@@ -65,123 +72,6 @@ class TrackerOutputError(UserError):
 
 
 # ------------------------------------------------------------------------------------------ result files
-
-class ResultsExistError(UserError):
-    """A results folder holds results that another run made."""
-
-
-def result_path_base(results_dir: str | Path, seq: Sequence) -> Path:
-    return run_layout.result_path_base(results_dir, seq.name, seq.dataset)
-
-
-def result_problem(results_dir: str | Path, seq: Sequence) -> str | None:
-    """Why the stored results of ``seq`` cannot be reused (None: both files are complete and parse)."""
-    box_file, time_file = result_files(result_path_base(results_dir, seq))
-    if not box_file.is_file():
-        return "no result file"
-    if not time_file.is_file():
-        return f"{time_file.name} is missing"
-    try:
-        rows = [line.split("\t") for line in box_file.read_text().splitlines()]
-        times = time_file.read_text().split()
-        boxes_ok = all(len(row) == 4 for row in rows) and np.isfinite(np.array(rows, dtype=np.float64)).all()
-        times_ok = np.isfinite(np.array(times, dtype=np.float64)).all()
-    except (OSError, UnicodeDecodeError, ValueError):
-        return f"{box_file.name} or {time_file.name} does not parse"
-    if not boxes_ok or not times_ok:
-        return f"{box_file.name} or {time_file.name} does not parse"
-    if len(rows) != len(seq) or len(times) != len(seq):
-        return f"{len(rows)} boxes and {len(times)} times for {len(seq)} frames"
-    return None
-
-
-@dataclass(frozen=True)
-class RunIdentity:
-    """What makes results comparable: the merged config's digest, the checkpoint's SHA-256, the back-end.
-
-    ``details`` (config, paths, versions, ...) go into the manifest but do not decide whether results are reused.
-    """
-
-    config_digest: str
-    checkpoint_sha256: str | None
-    backend: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def manifest_fields(self) -> dict[str, Any]:
-        checkpoint = dict(self.details.get("checkpoint") or {}, sha256=self.checkpoint_sha256) \
-            if self.checkpoint_sha256 else None
-        return {**self.details, "config_digest": self.config_digest, "checkpoint": checkpoint,
-                "backend": self.backend}
-
-    def differences(self, manifest: dict[str, Any]) -> list[str]:
-        """What differs from the run that wrote ``manifest``."""
-        stored = {"config digest": manifest.get("config_digest"),
-                  "checkpoint SHA-256": (manifest.get("checkpoint") or {}).get("sha256"),
-                  "back-end": manifest.get("backend")}
-        current = {"config digest": self.config_digest, "checkpoint SHA-256": self.checkpoint_sha256,
-                   "back-end": self.backend}
-        return [f"{key} {str(stored[key])[:12]} -> {str(current[key])[:12]}" for key in stored
-                if stored[key] != current[key]]
-
-
-def checkpoint_identity(config: Mapping[str, Any], checkpoint: str | Path | None, backend: str = "eager",
-                        **details: Any) -> RunIdentity:
-    """The identity of tracking with ``config`` and the weights in ``checkpoint`` on ``backend``."""
-    from lib.utils.provenance import config_digest, environment, file_sha256
-
-    checkpoint_details = {"path": str(Path(checkpoint).resolve())} if checkpoint else None
-    return RunIdentity(config_digest(config), file_sha256(checkpoint) if checkpoint else None, backend,
-                       details={"config": dict(config), "checkpoint": checkpoint_details, **details,
-                                "environment": environment()})
-
-
-def _has_any_results(results_dir: Path) -> bool:
-    folders = [results_dir] + [results_dir / tag for tag in RESULT_SUBFOLDER_TAGS]
-    return any(path.suffix == ".txt" for folder in folders if folder.is_dir() for path in folder.iterdir())
-
-
-def claim_results_folder(results_dir: Path, identity: RunIdentity, dataset: str, num_sequences: int,
-                         force: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Make ``results_dir`` this run's: check the manifest of what is there, write ours; returns it.
-
-    Results of another run (or of an unknown one: results without a manifest) stop the run with an error
-    naming the difference, unless ``force`` moves them aside.
-    """
-    manifest_path = results_dir / MANIFEST_NAME
-    manifest = read_manifest(manifest_path) if results_dir.is_dir() else None
-    has_results = results_dir.is_dir() and _has_any_results(results_dir)
-    if manifest is not None and not has_results:
-        manifest = None  # a run that stopped before its first sequence: nothing to keep
-    if manifest is not None:
-        problem = "; ".join(identity.differences(manifest))
-    else:
-        problem = "they have no manifest (made by another tool or an older version)" if has_results else ""
-    if problem and not force:
-        raise ResultsExistError(f"{results_dir} holds results of another run ({problem}); pass --force to move "
-                                "them aside and track again, or --runid N to track into a separate folder")
-    if problem:
-        log(f"--force: moved the results of another run ({problem}) aside to {move_aside(results_dir)}")
-        manifest = None
-    if manifest is None:
-        manifest = {"manifest_version": 1, "kind": "tracking", **identity.manifest_fields(), "datasets": {},
-                    "started": now(), "finished": None}
-    manifest.setdefault("datasets", {})[dataset] = {"sequences": num_sequences, "started": now(), "finished": None}
-    manifest["finished"] = None
-    write_manifest(manifest_path, manifest)
-    return manifest
-
-
-def format_boxes(boxes: np.ndarray) -> str:
-    """OSTrack's ``astype(int)`` + ``%d``: truncation toward zero, which reproduces its files and scores exactly."""
-    truncated = np.trunc(np.asarray(boxes, dtype=np.float64)).astype(np.int64)
-    return "".join("\t".join(str(value) for value in row) + "\n" for row in truncated)
-
-
-def format_times(seconds: np.ndarray) -> str:
-    return "".join(f"{value:f}\n" for value in seconds)
-
-
-# ---------------------------------------------------------------------------------------- one sequence
 
 def check_init_box(box: Iterable[float], image_shape: tuple[int, ...], seq_name: str) -> None:
     """Reject boxes no tracker can start from, with a message naming the sequence."""

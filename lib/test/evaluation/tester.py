@@ -52,7 +52,8 @@ def track_benchmark(run: TestRun) -> RunReport:
     """Track every sequence of ``run.dataset`` that has no valid results of this very run yet."""
     from lib.config import resolve_config_path
     from lib.test.evaluation.datasets import get_dataset
-    from lib.test.evaluation.running import checkpoint_identity, run_dataset
+    from lib.test.evaluation.results_store import checkpoint_identity
+    from lib.test.evaluation.running import run_dataset
     from lib.test.tracker.factory import TrackerFactory, default_checkpoint
     from lib.utils.paths import get_paths
     from lib.utils.run_layout import onnx_cache_dir, results_folder

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lib.test.analysis.metrics import InvalidResultError, check_predictions
 from lib.test.analysis.result_files import AUXILIARY_SUFFIXES, decode, load_result_boxes, parse_times, read_bytes
-from lib.test.evaluation.running import format_boxes
+from lib.test.evaluation.results_store import format_boxes
 from lib.utils import run_layout
 from lib.utils.errors import UserError
 from lib.utils.io import atomic_path
