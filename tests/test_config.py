@@ -129,9 +129,11 @@ def test_released_loretrack_configs_differ_from_their_base_only_in_sizes():
     base = load_config("loretrack_256", script="loretrack").to_dict()
     for size in (192, 128, 96):
         cfg = load_config(f"loretrack_{size}", script="loretrack")
-        assert (cfg.DATA.SEARCH.SIZE, cfg.DATA.TEMPLATE.SIZE, cfg.TEST.SEARCH_SIZE) == (size, size // 2, size)
+        assert (cfg.DATA.SEARCH.SIZE, cfg.DATA.TEMPLATE.SIZE) == (size, size // 2)
+        assert (cfg.TEST.SEARCH_SIZE, cfg.TEST.TEMPLATE_SIZE) == (None, None)  # stated once: tested at DATA sizes
+        model = build_model(cfg)
+        assert (model.search_size, model.template_size) == (size, size // 2)
         cfg.DATA.SEARCH.SIZE, cfg.DATA.TEMPLATE.SIZE = 256, 128
-        cfg.TEST.SEARCH_SIZE, cfg.TEST.TEMPLATE_SIZE = 256, 128
         assert cfg.to_dict() == base
 
 
@@ -147,3 +149,12 @@ def test_base_mistakes_are_errors_naming_the_file(tmp_path):
     (tmp_path / "d.yaml").write_text("_BASE_: e.yaml\nTRAIN: {LRR: 1}\n")
     with pytest.raises(ConfigError, match=r"d\.yaml: unknown key 'TRAIN\.LRR'"):
         load_config(tmp_path / "d.yaml")
+
+
+def test_test_sizes_may_be_null_but_keep_their_type(tmp_path):
+    (tmp_path / "a.yaml").write_text("TEST: {SEARCH_SIZE: null}\n")
+    assert load_config(tmp_path / "a.yaml", overrides=["TEST.SEARCH_SIZE=64"]).TEST.SEARCH_SIZE == 64
+    with pytest.raises(ConfigError, match=r"TEST\.SEARCH_SIZE' must be int"):
+        load_config(tmp_path / "a.yaml", overrides=["TEST.SEARCH_SIZE=big"])
+    with pytest.raises(ConfigError, match=r"key 'TRAIN\.EPOCH' must be int"):
+        load_config(overrides={"TRAIN.EPOCH": None})

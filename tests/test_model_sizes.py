@@ -17,7 +17,8 @@ SIZE_READS = {("TEST", "TEMPLATE"): ["lib/models/ostrack.py:build_model"],
               ("TEST", "SEARCH"): ["lib/models/ostrack.py:build_model"],
               ("DATA", "TEMPLATE"): ["lib/models/ostrack.py:build_model"],
               ("DATA", "SEARCH"): ["lib/models/ostrack.py:build_model"]}
-# Reads that only print the configured sizes, before any model exists (the demo's "training ... (48/96 px)").
+
+
 def test_builder_sizes_per_mode_and_example_inputs():
     cfg = tiny_config(64, 128, ce=False)
     cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE = 32, 64

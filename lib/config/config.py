@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from lib.config.defaults import default_config_dict
+from lib.config.defaults import NULLABLE_KEYS, default_config_dict
 from lib.utils.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +91,8 @@ def merge_into(base: dict[str, Any], update: Mapping[str, Any], source: str, pre
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: key '{full_key}' is a section and must be a mapping, got {value!r}")
             merge_into(base[key], value, source, prefix=f"{full_key}.")
+        elif full_key in NULLABLE_KEYS:
+            base[key] = None if value is None else _check_type(full_key, NULLABLE_KEYS[full_key](), value, source)
         else:
             base[key] = _check_type(full_key, base[key], value, source)
 
@@ -191,7 +193,7 @@ def validate(cfg: Config, source: str) -> None:
         for part in section.split("."):
             node = node[part]
         for key in keys:
-            if node[key] % bb.PATCH_SIZE:
+            if node[key] is not None and node[key] % bb.PATCH_SIZE:
                 raise ConfigError(f"{source}: {section}.{key} ({node[key]}) must be a multiple of the patch size "
                                   f"({bb.PATCH_SIZE})")
 

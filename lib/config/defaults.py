@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# Keys that may be null. TEST.TEMPLATE_SIZE / SEARCH_SIZE null: test at the training size (DATA.*.SIZE), so
+# a config whose tracker runs at its training resolution states each size once.
+NULLABLE_KEYS: dict[str, type] = {"TEST.TEMPLATE_SIZE": int, "TEST.SEARCH_SIZE": int}
+
 # Keys that cannot change a trained network or a tracking result (loader processes, logging, which
 # checkpoints are kept, caches). They never count as a change when a run is resumed or results are reused,
 # and they are left out of config digests.

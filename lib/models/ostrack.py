@@ -125,10 +125,12 @@ def build_model(cfg: Any, training: bool = False) -> OSTrack:
     if cfg.MODEL.HEAD.TYPE != "CENTER":
         raise ConfigError(f"MODEL.HEAD.TYPE '{cfg.MODEL.HEAD.TYPE}' is not supported; use CENTER")
     use_ce = bb.TYPE.endswith("_ce")
+    training_sizes = (cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE)
     if training:
-        template_size, search_size = cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE
-    else:
-        template_size, search_size = cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE
+        template_size, search_size = training_sizes
+    else:  # a null TEST size means: the training size
+        test_sizes = (cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE)
+        template_size, search_size = (test or train for test, train in zip(test_sizes, training_sizes, strict=True))
     backbone = VisionTransformerTracker(
         template_size=template_size, search_size=search_size, patch_size=bb.PATCH_SIZE,
         embed_dim=bb.EMBED_DIM, depth=bb.DEPTH, num_heads=bb.NUM_HEADS, mlp_ratio=bb.MLP_RATIO,
