@@ -10,7 +10,7 @@ from lib.config import load_config
 from lib.models import build_model
 from lib.utils.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OFFICIAL_NAMES = ["vitb_256_mae_32x4_ep300", "vitb_256_mae_ce_32x4_ep300", "vitb_256_mae_ce_32x4_got10k_ep100",
                   "vitb_384_mae_32x4_ep300", "vitb_384_mae_ce_32x4_ep300", "vitb_384_mae_ce_32x4_got10k_ep100"]
 

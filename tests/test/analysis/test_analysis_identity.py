@@ -24,7 +24,7 @@ from lib.utils.cli import run_main
 from lib.utils.paths import get_paths
 from lib.utils.provenance import files_digest, write_manifest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 FRAMES = 20
 SHORT_ROWS = 12
 # Centre (-0.5, -0.5) like the zero box that fit_length pads with, and no overlap with any ground truth here,

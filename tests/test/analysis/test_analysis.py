@@ -26,7 +26,7 @@ from lib.utils.cli import run_main
 from lib.utils.paths import get_paths
 from lib.utils.run_layout import results_folder, results_subfolder
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 TOLERANCE = 0.01  # percent, as the reference numbers are quoted
 OTB_MINI = ("Couple", "Crossing", "Football1")
 OTB_ANNOTATION_NAMES = {"Human4_2": "human4"}  # everything else: lower case, '_' -> '-'

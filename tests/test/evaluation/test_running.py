@@ -24,7 +24,7 @@ from lib.test.evaluation.running import device_for_worker, run_dataset, threads_
 from lib.utils.run_layout import result_files
 
 MINI_OTB = ["Couple", "Crossing", "Football1"]
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 class DummyTracker:
@@ -139,11 +139,11 @@ def test_killed_run_resumes_to_identical_files(shared_data, mini_otb, reference_
     script = tmp_path / "run_slowly.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        sys.path[:0] = [{str(REPO_ROOT)!r}, {str(Path(__file__).parent)!r}]
+        sys.path[:0] = [{str(REPO_ROOT)!r}]
         from functools import partial
         from lib.test.evaluation.datasets import get_dataset
         from lib.test.evaluation.running import run_dataset
-        from test_running import DummyTracker
+        from tests.test.evaluation.test_running import DummyTracker
 
         if __name__ == "__main__":
             order = ["Football1", "Couple", "Crossing"]  # Football1 (74 frames) finishes long before Couple (140)

@@ -1,0 +1,1 @@
+"""The test suite, laid out like the packages it tests (tests/<package>/ for lib/<package>/)."""
