@@ -7,13 +7,14 @@ with ``_BASE_: <path relative to it>`` (as in detectron2) and state only what di
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lib.config.defaults import NULLABLE_KEYS, default_config_dict
+from lib.config.defaults import NULLABLE_KEYS, RANGES, default_config_dict
 from lib.utils.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -169,8 +170,44 @@ def _dotted_to_nested(overrides: Mapping[str, Any] | Iterable[str]) -> dict[str,
     return nested
 
 
+def _flat_items(node: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in node.items():
+        items += _flat_items(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [(f"{prefix}{key}", value)]
+    return items
+
+
+def _check_value(key: str, value: Any, source: str) -> None:
+    """Finite floats everywhere; the range of :data:`RANGES` where one is given (lists element-wise)."""
+    values = value if isinstance(value, list) else [value]
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        raise ConfigError(f"{source}: key '{key}' must be a finite number, got {value!r}")
+    if key not in RANGES:
+        return
+    low, high, low_allowed = RANGES[key]
+    for number in numbers:
+        too_low = low is not None and (number < low or (number == low and not low_allowed))
+        if too_low or (high is not None and number > high):
+            bound = (f"at least {low}" if low_allowed else f"above {low}") if low is not None else ""
+            bound += (" and " if bound and high is not None else "") + (f"at most {high}" if high is not None else "")
+            raise ConfigError(f"{source}: key '{key}' must be {bound}, got {value!r}")
+
+
 def validate(cfg: Config, source: str) -> None:
-    """Cross-key checks that a per-key type check cannot express."""
+    """Value ranges, then cross-key checks that a per-key type check cannot express."""
+    for key, value in _flat_items(cfg):
+        _check_value(key, value, source)
+    for split in ("TRAIN", "VAL"):
+        section = cfg.DATA[split]
+        if len(section.DATASETS_RATIO) != len(section.DATASETS_NAME):
+            raise ConfigError(f"{source}: DATA.{split}.DATASETS_RATIO has {len(section.DATASETS_RATIO)} entries for "
+                              f"{len(section.DATASETS_NAME)} datasets in DATASETS_NAME; give one ratio per dataset")
+        if section.DATASETS_NAME and sum(section.DATASETS_RATIO) <= 0:
+            raise ConfigError(f"{source}: DATA.{split}.DATASETS_RATIO {section.DATASETS_RATIO} must have a positive "
+                              "sum (ratios are sampling weights)")
+    if not cfg.DATA.TRAIN.DATASETS_NAME:
+        raise ConfigError(f"{source}: DATA.TRAIN.DATASETS_NAME is empty; name at least one training dataset")
     bb = cfg.MODEL.BACKBONE
     if bb.STRIDE != bb.PATCH_SIZE:
         raise ConfigError(f"{source}: MODEL.BACKBONE.STRIDE ({bb.STRIDE}) must equal MODEL.BACKBONE.PATCH_SIZE "

@@ -158,3 +158,29 @@ def test_test_sizes_may_be_null_but_keep_their_type(tmp_path):
         load_config(tmp_path / "a.yaml", overrides=["TEST.SEARCH_SIZE=big"])
     with pytest.raises(ConfigError, match=r"key 'TRAIN\.EPOCH' must be int"):
         load_config(overrides={"TRAIN.EPOCH": None})
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("TRAIN.BATCH_SIZE=0", r"'TRAIN\.BATCH_SIZE' must be at least 1, got 0"),
+    ("TRAIN.LR=-0.5", r"'TRAIN\.LR' must be above 0, got -0\.5"),
+    ("TRAIN.LR=.nan", r"'TRAIN\.LR' must be a finite number"),
+    ("TRAIN.LR=.inf", r"'TRAIN\.LR' must be a finite number"),
+    ("TRAIN.NUM_WORKER=-1", r"'TRAIN\.NUM_WORKER' must be at least 0, got -1"),
+    ("TRAIN.EPOCH=0", r"'TRAIN\.EPOCH' must be at least 1, got 0"),
+    ("TRAIN.DROP_PATH_RATE=1.5", r"'TRAIN\.DROP_PATH_RATE' must be at least 0 and at most 1, got 1\.5"),
+    ("DATA.TRAIN.DATASETS_RATIO=[0, 0, 0, 0]", r"DATASETS_RATIO \[0, 0, 0, 0\] must have a positive sum"),
+    ("DATA.TRAIN.DATASETS_RATIO=[1]", r"DATA\.TRAIN\.DATASETS_RATIO has 1 entries for 4 datasets"),
+    ("DATA.TRAIN.DATASETS_RATIO=[1, 1, 1, -1]", r"'DATA\.TRAIN\.DATASETS_RATIO' must be at least 0"),
+    ("DATA.STD=[0.2, 0.0, 0.2]", r"'DATA\.STD' must be above 0"),
+    ("MODEL.BACKBONE.CE_KEEP_RATIO=[0.7, 0.0, 0.7]", r"'MODEL\.BACKBONE\.CE_KEEP_RATIO' must be above 0 and at most 1"),
+    ("DISTILL.TEMPERATURE=0", r"'DISTILL\.TEMPERATURE' must be above 0"),
+    ("TEST.SEARCH_FACTOR=0", r"'TEST\.SEARCH_FACTOR' must be above 0"),
+])
+def test_values_that_parse_but_make_no_sense_are_errors_naming_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("vitb_256_mae_ce_32x4_ep300", script="ostrack", overrides=[override])
+
+
+def test_every_shipped_config_is_within_range():
+    for path in sorted((REPO / "experiments").glob("*/*.yaml")):
+        load_config(path)
