@@ -170,11 +170,15 @@ def _dotted_to_nested(overrides: Mapping[str, Any] | Iterable[str]) -> dict[str,
     return nested
 
 
-def _flat_items(node: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    items = []
-    for key, value in node.items():
-        items += _flat_items(value, f"{prefix}{key}.") if isinstance(value, Mapping) else [(f"{prefix}{key}", value)]
-    return items
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'TRAIN': {'LR': 1}}`` -> ``{'TRAIN.LR': 1}``: the dotted keys ranges, digests and diffs speak of."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _check_value(key: str, value: Any, source: str) -> None:
@@ -196,7 +200,7 @@ def _check_value(key: str, value: Any, source: str) -> None:
 
 def validate(cfg: Config, source: str) -> None:
     """Value ranges, then cross-key checks that a per-key type check cannot express."""
-    for key, value in _flat_items(cfg):
+    for key, value in flatten(cfg).items():
         _check_value(key, value, source)
     for split in ("TRAIN", "VAL"):
         section = cfg.DATA[split]

@@ -95,9 +95,9 @@ class Checkpointer:
 
     def start(self, config: Mapping[str, Any], config_file: str | Path | None, resume: bool = False,
               force: bool = False, accept_changes: bool = False) -> ResumePoint | None:
-        """Prepare the run folder; returns where to resume from (None: from scratch).
+        """Prepare the run folder (the main process writes) and return where to resume from (None: from scratch).
 
-        Call :meth:`check_start` on every rank first; this writes (main process) and then reads.
+        Every rank may call it: the checks and the resume point only read.
         """
         self.check_start(resume, force)
         if self.is_main:

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from lib.config import Config, load_config, resolve_config_path
 from lib.models import OSTrack, build_model
 from lib.train.actor import TrackingActor, TrainingDivergedError
-from lib.train.checkpointer import Checkpointer, ResumePoint
+from lib.train.checkpointer import Checkpointer, ResumePoint, retained_epochs
 from lib.train.data.frame_cache import FrameCache
 from lib.train.data.processing import CropSettings, PairProcessing
 from lib.train.data.sampler import TrackingSampler, collate_pairs
@@ -256,8 +256,6 @@ def _resume(trainer: Trainer, model: torch.nn.Module, checkpointer: Checkpointer
 
 
 def _warn_if_test_epoch_not_kept(cfg: Config) -> None:
-    from lib.train.checkpointer import retained_epochs
-
     train, epoch = cfg.TRAIN, cfg.TEST.EPOCH
     if epoch <= train.EPOCH and epoch not in retained_epochs(list(range(1, train.EPOCH + 1)),
                                                              train.SAVE_EPOCH_INTERVAL, train.KEEP_LAST_EPOCHS,

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from lib.config.config import flatten
 from lib.config.defaults import NON_RESULT_KEYS
 from lib.utils.errors import UserError
 from lib.utils.io import atomic_write_text
@@ -31,17 +32,6 @@ class ManifestError(UserError):
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{'TRAIN': {'LR': 1}}`` -> ``{'TRAIN.LR': 1}``."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def result_relevant(config: Mapping[str, Any]) -> dict[str, Any]:

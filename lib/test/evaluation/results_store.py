@@ -15,6 +15,7 @@ import numpy as np
 
 from lib.test.evaluation.data import Sequence
 from lib.utils import run_layout
+from lib.utils.boxes import TableFormatError, parse_box_table, parse_number_table
 from lib.utils.errors import UserError
 from lib.utils.io import move_aside
 from lib.utils.provenance import now, read_manifest, write_manifest
@@ -37,16 +38,14 @@ def result_problem(results_dir: str | Path, seq: Sequence) -> str | None:
     if not time_file.is_file():
         return f"{time_file.name} is missing"
     try:
-        rows = [line.split("\t") for line in box_file.read_text().splitlines()]
-        times = time_file.read_text().split()
-        boxes_ok = all(len(row) == 4 for row in rows) and np.isfinite(np.array(rows, dtype=np.float64)).all()
-        times_ok = np.isfinite(np.array(times, dtype=np.float64)).all()
-    except (OSError, UnicodeDecodeError, ValueError):
+        boxes = parse_box_table(box_file.read_text())
+        times = parse_number_table(time_file.read_text()).ravel()
+    except (OSError, UnicodeDecodeError, TableFormatError):
         return f"{box_file.name} or {time_file.name} does not parse"
-    if not boxes_ok or not times_ok:
+    if not (np.isfinite(boxes).all() and np.isfinite(times).all()):
         return f"{box_file.name} or {time_file.name} does not parse"
-    if len(rows) != len(seq) or len(times) != len(seq):
-        return f"{len(rows)} boxes and {len(times)} times for {len(seq)} frames"
+    if len(boxes) != len(seq) or len(times) != len(seq):
+        return f"{len(boxes)} boxes and {len(times)} times for {len(seq)} frames"
     return None
 
 
