@@ -4,10 +4,20 @@
     python tracking/analysis_results.py --dataset otb --tracker ostrack --param vitb_256 --run_ids 0 1 2 \\
         --result_dir /data/raw_results/ATOM --name ATOM --plots --json otb_report.json
 
+    python tracking/analysis_results.py --dataset lasot --result_root /data/published_lasot --plots --json cmp.json
+
 Our own runs are found under <save_dir>/test/tracking_results/<tracker>/<param>[_<run:03d>][_<backend>];
-several --run_ids are merged by averaging their per-sequence curves. Any folder of raw <seq>.txt files can be
-added with --result_dir (and --name). Per-sequence metrics are cached by the content of each result file, so
-re-running a tracker never reuses stale numbers; --no_cache (alias --force) ignores the cache.
+several --run_ids are merged by averaging their per-sequence curves. Any folder of raw results can be added with
+--result_dir (and --name), and a folder of such folders, one per tracker named after it, with --result_root.
+Raw results are read as other toolkits write them: <seq>.txt or got10k-toolkit's <seq>/<seq>_001.txt, any case,
+'-', '.' or '_' (Human4-2, jogging-1, Skating2.1 for Human4_2, Jogging_1, Skating2_1), a benchmark prefix
+(uav_bike1), Human4 for OTB's Human4_2, tab/comma/space delimiters; files of other sequences are ignored. Two
+files for one sequence are an error naming both. The rules: lib/test/analysis/result_files.py.
+
+Every tracker in the table is scored on the same sequences. A tracker missing some sequences is left out of the
+table and listed with the sequences it lacks (also in --json, "missing_sequences"); --skip_missing_seq instead
+scores every tracker on the sequences all of them have. Per-sequence metrics are cached by the content of each
+result file, so re-running a tracker never reuses stale numbers; --no_cache (alias --force) ignores the cache.
 
 A result file with fewer rows than ground-truth frames is padded with failures, a longer one truncated, as the
 reference toolkit does; each such file is named in a warning (and in --json), and --strict makes it invalid.
@@ -49,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     other = parser.add_argument_group("other raw results")
     other.add_argument("--result_dir", action="append", default=[], help="folder of <seq>.txt files (repeatable)")
     other.add_argument("--name", action="append", default=[], help="display name for each --result_dir, in order")
+    other.add_argument("--result_root", action="append", default=[],
+                       help="folder of trackers: each sub-folder is one tracker's raw results, named after it "
+                            "(repeatable)")
     options = parser.add_argument_group("evaluation")
     options.add_argument("--exclude_invalid_frames", action="store_true",
                          help="divide by the number of valid frames instead of all frames (OSTrack option)")
@@ -77,7 +90,7 @@ def request_from(args: argparse.Namespace) -> AnalysisRequest:
     return AnalysisRequest(
         dataset=args.dataset, dataset_root=args.dataset_root, sequences=args.sequences,
         trackers=args.tracker, params=args.param, run_ids=args.run_ids, separate_runs=args.separate_runs,
-        backend=args.backend, result_dirs=args.result_dir, names=args.name,
+        backend=args.backend, result_dirs=args.result_dir, names=args.name, result_roots=args.result_root,
         exclude_invalid_frames=args.exclude_invalid_frames, skip_failed_sequences=args.skip_missing_seq,
         strict_length=args.strict, use_cache=not args.no_cache, report_name=args.report_name,
         per_sequence=args.per_sequence, per_attribute=args.per_attribute, plots=args.plots, plot_dir=args.plot_dir,

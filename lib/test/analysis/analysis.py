@@ -1,11 +1,13 @@
 """Scoring every tracker on every sequence, collecting what failed, and aggregating the scores.
 
 Broken results never abort an analysis. Every unreadable, missing or unscorable file becomes a
-:class:`ResultFailure` that names tracker, sequence, file and reason. By default a tracker with any failure
-is left out of the score table (with its reasons listed) and the others are scored on all sequences; with
-``skip_failed_sequences`` (OSTrack's ``skip_missing_seq``) such sequences are dropped for *all* trackers
-instead, so every tracker is still scored on the same set. Only annotation errors (e.g. NaN boxes in a
-benchmark other than UAV123) abort, because they concern every tracker alike.
+:class:`ResultFailure` that names tracker, sequence, file and reason. Every number in one table is over the same
+sequences, so trackers stay comparable: by default a tracker with any failure (e.g. published results that lack
+some sequences) is left out of the table, with its missing sequences and other reasons listed, and the others
+are scored on all sequences; with ``skip_failed_sequences`` (OSTrack's ``skip_missing_seq``) such sequences are
+dropped for *all* trackers instead, so every tracker is scored on the common subset, which the report names.
+Only annotation errors (e.g. NaN boxes in a benchmark other than UAV123) and ambiguous result folders (two files
+for one sequence) abort, because no choice would be right.
 
 A result file longer or shorter than the ground truth is truncated or padded with failures, as the reference
 toolkit does (so scores stay comparable), and listed as a :class:`LengthMismatch`; ``strict_length`` makes it
@@ -35,9 +37,11 @@ from lib.test.analysis.metrics import (
     mean_metrics,
 )
 from lib.test.analysis.result_files import (
+    ResultFiles,
     ResultFolder,
     TrackerSpec,
     decode,
+    names_needing_exact_match,
     parse_result_boxes,
     parse_times,
     read_bytes,
@@ -45,7 +49,7 @@ from lib.test.analysis.result_files import (
 from lib.test.evaluation.data import Sequence
 from lib.utils.errors import UserError
 from lib.utils.provenance import ManifestError, files_digest, read_manifest
-from lib.utils.run_layout import MANIFEST_NAME, results_subfolder
+from lib.utils.run_layout import MANIFEST_NAME
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,11 @@ class ResultFailure:
     sequence: str
     path: Path | None
     reason: str
+
+    @property
+    def missing(self) -> bool:
+        """No result file at all (rather than a file that cannot be scored)."""
+        return self.path is None
 
     def __str__(self) -> str:
         where = f"{self.path}" if self.path is not None else "no result file"
@@ -225,6 +234,8 @@ class AnalysisReport:
             "skipped_sequences": [s.name for s in self.sequences if s.name not in scored],
             "scores": {name: s.as_dict() for name, s in self.scores().items()},
             "dropped_trackers": {t.name: [str(f) for f in t.failures] for t in self.dropped_trackers},
+            "missing_sequences": {t.name: [f.sequence for f in t.failures if f.missing] for t in self.trackers
+                                  if any(f.missing for f in t.failures)},
             "failures": [str(f) for f in self.failures],
             "length_mismatches": [m.as_dict() for m in self.length_mismatches],
             "identity": dict(self.identity() if identity is None else identity),
@@ -282,14 +293,9 @@ class ScoredRun:
     rows: int
 
 
-def score_run(folder: ResultFolder, seq: Sequence, gt_fingerprint: str, cache: MetricsCache,
-              exclude_invalid_frames: bool) -> ScoredRun:
-    """Score one run on one sequence; raises :class:`InvalidResultError` with the file in the message."""
-    path = folder.box_file(seq)
-    if path is None:
-        expected = [folder.path / f"{seq.name}.txt", results_subfolder(folder.path, seq.dataset) / f"{seq.name}.txt"]
-        raise InvalidResultError(f"result file not found: expected {' or '.join(map(str, dict.fromkeys(expected)))}"
-                                 "; run the tracker on this sequence or fix the result folder")
+def score_file(path: Path, seq: Sequence, gt_fingerprint: str, cache: MetricsCache,
+               exclude_invalid_frames: bool) -> ScoredRun:
+    """Score one result file on one sequence; raises :class:`InvalidResultError` with the file in the message."""
     data = read_bytes(path)
     key = cache.metrics_key(data, gt_fingerprint, exclude_invalid_frames)
     cached = cache.get_metrics(key)
@@ -305,6 +311,18 @@ def score_run(folder: ResultFolder, seq: Sequence, gt_fingerprint: str, cache: M
     return ScoredRun(metrics, path, len(boxes))
 
 
+def score_files(folder: ResultFolder, seq: Sequence, gt_fingerprint: str, cache: MetricsCache,
+                exclude_invalid_frames: bool, strict_length: bool) -> tuple[list[ScoredRun], ResultFiles]:
+    """Score every repetition of ``seq`` in one run folder; a missing or invalid file raises InvalidResultError."""
+    files = folder.find(seq.name, seq.dataset)
+    if files is None:
+        raise folder.missing_error(seq.name)
+    runs = [score_file(path, seq, gt_fingerprint, cache, exclude_invalid_frames) for path in files.box_files]
+    for run in runs:
+        check_length(run, seq, strict_length)
+    return runs, files
+
+
 def check_length(run: ScoredRun, seq: Sequence, strict: bool) -> None:
     """With ``strict``, a result whose row count differs from the ground truth is an error, not padded/cut."""
     expected = len(seq.ground_truth_rect)
@@ -313,9 +331,8 @@ def check_length(run: ScoredRun, seq: Sequence, strict: bool) -> None:
                                  "results with one line per frame: re-run the tracker on this sequence", run.path)
 
 
-def read_timing(folder: ResultFolder, seq: Sequence, cache: MetricsCache) -> tuple[int, float] | None:
-    """(frames, seconds) from the run's time file, or None when there is none or it is unusable."""
-    path = folder.time_file(seq)
+def read_timing(path: Path | None, cache: MetricsCache) -> tuple[int, float] | None:
+    """(frames, seconds) from a time file, or None when there is none or it is unusable."""
     if path is None:
         return None
     try:
@@ -352,25 +369,27 @@ def analyse(sequences: SequenceType[Sequence], trackers: SequenceType[TrackerSpe
         raise UserError(f"several trackers are called {duplicates}; give them distinct display names")
     cache = cache if cache is not None else MetricsCache()
     results = [TrackerResult(spec) for spec in trackers]
-    folders = [[ResultFolder(d) for d in spec.run_dirs] for spec in trackers]
+    exact_names = names_needing_exact_match((seq.name, seq.dataset) for seq in sequences)
+    folders = [[ResultFolder(d, exact_names) for d in spec.run_dirs] for spec in trackers]
     for seq in sequences:
         fingerprint = sequence_fingerprint(seq)
         for result, run_folders in zip(results, folders, strict=True):
             runs, timing, failed = [], [], False
             for folder in run_folders:
                 try:
-                    run = score_run(folder, seq, fingerprint, cache, exclude_invalid_frames)
-                    check_length(run, seq, strict_length)
+                    scored, files = score_files(folder, seq, fingerprint, cache, exclude_invalid_frames,
+                                                strict_length)
                 except InvalidResultError as err:
                     result.failures.append(ResultFailure(result.name, seq.name, err.path, err.reason))
                     failed = True
                     continue
-                if run.rows != len(seq.ground_truth_rect):
-                    result.length_mismatches.append(LengthMismatch(result.name, seq.name, run.path, run.rows,
-                                                                   len(seq.ground_truth_rect)))
-                result.scored_files.setdefault(folder.path, []).append(run.path)
-                runs.append(run.metrics)
-                timing.append(read_timing(folder, seq, cache))
+                for run in scored:
+                    if run.rows != len(seq.ground_truth_rect):
+                        result.length_mismatches.append(LengthMismatch(result.name, seq.name, run.path, run.rows,
+                                                                       len(seq.ground_truth_rect)))
+                    result.scored_files.setdefault(folder.path, []).append(run.path)
+                    runs.append(run.metrics)
+                timing.append(read_timing(files.time_file, cache))
             if failed:
                 continue
             result.per_sequence[seq.name] = mean_metrics(runs)

@@ -15,7 +15,6 @@ without ``resolution`` boxes are not clipped. Our IoU has no epsilon in the deno
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from collections.abc import Sequence as SequenceType
 from dataclasses import dataclass
@@ -24,13 +23,18 @@ from pathlib import Path
 import numpy as np
 
 from lib.test.analysis.metrics import InvalidResultError, check_predictions
-from lib.test.analysis.result_files import ResultFolder, decode, load_result_boxes, parse_times, read_bytes
+from lib.test.analysis.result_files import (
+    ResultFolder,
+    decode,
+    load_result_boxes,
+    names_needing_exact_match,
+    parse_times,
+    read_bytes,
+)
 from lib.test.evaluation.data import Sequence
 from lib.utils.boxes import pytracking_box_iou
-from lib.utils.run_layout import TIME_SUFFIX, results_subfolder
 
 SUCCESS_THRESHOLDS = np.linspace(0.0, 1.0, 101)
-GOT10K_TAG = "got10k"
 
 
 @dataclass(frozen=True)
@@ -109,27 +113,6 @@ def summarise(ious: np.ndarray, times: np.ndarray) -> Got10kScores:
                         num_frames=len(ious))
 
 
-def find_repetitions(run_dir: Path, seq: Sequence) -> list[Path]:
-    """Result files of one sequence: toolkit layout ``<seq>/<seq>_NNN.txt``, else our ``[got10k/]<seq>.txt``."""
-    pattern = re.compile(re.escape(seq.name) + r"_\d+\.txt")
-    for folder in (run_dir / seq.name, results_subfolder(run_dir, GOT10K_TAG) / seq.name):
-        if folder.is_dir():
-            files = sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name))
-            if files:
-                return files
-    single = ResultFolder(run_dir).box_file(seq)
-    return [single] if single is not None else []
-
-
-def find_time_file(run_dir: Path, seq: Sequence) -> Path | None:
-    file_name = f"{seq.name}{TIME_SUFFIX}.txt"
-    for folder in (run_dir / seq.name, results_subfolder(run_dir, GOT10K_TAG) / seq.name):
-        candidate = folder / file_name
-        if candidate.is_file():
-            return candidate
-    return ResultFolder(run_dir).time_file(seq)
-
-
 @dataclass
 class Got10kReport:
     overall: Got10kScores
@@ -145,8 +128,11 @@ def evaluate_got10k(sequences: SequenceType[Sequence], run_dirs: SequenceType[Pa
     """
     per_sequence: dict[str, Got10kScores] = {}
     all_ious, all_times, failures = [], [], []
+    exact_names = names_needing_exact_match((seq.name, seq.dataset) for seq in sequences)
+    folders = [ResultFolder(run_dir, exact_names) for run_dir in run_dirs]
     for seq in sequences:
-        files = [f for run_dir in run_dirs for f in find_repetitions(Path(run_dir), seq)]
+        found = [files for folder in folders if (files := folder.find(seq.name, seq.dataset)) is not None]
+        files = [path for entry in found for path in entry.box_files]
         try:
             if not files:
                 raise InvalidResultError(f"no result file for sequence '{seq.name}' in "
@@ -166,8 +152,7 @@ def evaluate_got10k(sequences: SequenceType[Sequence], run_dirs: SequenceType[Pa
             failures.append(err)
             continue
         times = []
-        for run_dir in run_dirs:
-            time_file = find_time_file(Path(run_dir), seq)
+        for time_file in (entry.time_file for entry in found):
             if time_file is not None:
                 try:
                     times.append(parse_times(decode(read_bytes(time_file), time_file), time_file))

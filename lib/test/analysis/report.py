@@ -14,6 +14,7 @@ from lib.test.analysis.analysis import AnalysisReport, Scores
 from lib.utils.io import atomic_write_text
 
 TABLE_COLUMNS = ("AUC", "OP50", "OP75", "Precision", "Norm Precision")
+MAX_LISTED_NAMES = 20
 
 
 def format_table(report_name: str, rows: Mapping[str, Mapping[str, float | None]],
@@ -49,8 +50,16 @@ def format_report(report: AnalysisReport) -> str:
         columns = TABLE_COLUMNS + (("FPS",) if any(s.fps is not None for s in scores.values()) else ())
         lines.append(format_table(report.report_name, score_rows(scores), columns))
     for tracker in report.dropped_trackers:
-        lines.append(f"not scored: '{tracker.name}' ({len(tracker.failures)} sequence(s) failed):")
-        lines.extend(f"  {failure}" for failure in tracker.failures)
+        lines.append(f"not scored: '{tracker.name}' ({len(tracker.failures)} of {len(report.sequences)} sequence(s) "
+                     "failed):")
+        missing = [failure.sequence for failure in tracker.failures if failure.missing]
+        if missing:
+            folders = ", ".join(str(d) for d in tracker.spec.run_dirs)
+            lines.append(f"  no result file for {len(missing)} sequence(s) in {folders}: {name_list(missing)}")
+        lines.extend(f"  {failure}" for failure in tracker.failures if not failure.missing)
+    if scores and report.dropped_trackers and not report.skip_failed_sequences:
+        lines.append(f"the table compares the other trackers on all {len(report.scored_sequences)} sequences; "
+                     "--skip_missing_seq scores every tracker on the sequences all of them have")
     if report.skip_failed_sequences:
         skipped = report.failures
         if skipped:
@@ -58,6 +67,12 @@ def format_report(report: AnalysisReport) -> str:
                          "trackers because of:")
             lines.extend(f"  {failure}" for failure in skipped)
     return "\n".join(lines)
+
+
+def name_list(names: SequenceType[str], limit: int = MAX_LISTED_NAMES) -> str:
+    """``a, b, c`` or, beyond ``limit`` names, the first ones and how many more (the JSON lists them all)."""
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more (all in --json)"
 
 
 def format_per_sequence(report: AnalysisReport) -> str:

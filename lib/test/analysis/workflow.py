@@ -37,6 +37,7 @@ class AnalysisRequest:
     backend: str = run_layout.DEFAULT_BACKEND
     result_dirs: list[str] = field(default_factory=list)  # other raw results ...
     names: list[str] = field(default_factory=list)  # ... and their display names (none, or one each)
+    result_roots: list[str] = field(default_factory=list)  # folders of trackers: one sub-folder each, named by it
     exclude_invalid_frames: bool = False
     skip_failed_sequences: bool = False
     strict_length: bool = False
@@ -90,8 +91,10 @@ def tracker_specs(request: AnalysisRequest, results_root: Path) -> list[TrackerS
     names = request.names or [None] * len(request.result_dirs)
     specs += [TrackerSpec.from_folder(Path(folder), name)
               for folder, name in zip(request.result_dirs, names, strict=True)]
+    specs += [spec for root in request.result_roots for spec in TrackerSpec.from_root(root)]
     if not specs:
-        raise UserError("no results to analyse: give --tracker NAME --param CONFIG and/or --result_dir PATH")
+        raise UserError("no results to analyse: give --tracker NAME --param CONFIG, --result_dir PATH and/or "
+                        "--result_root DIR")
     for spec in specs:
         for run_dir in spec.run_dirs:
             if not run_dir.is_dir():
@@ -156,7 +159,9 @@ def run_analysis(request: AnalysisRequest, say: Callable[[str], None] = print) -
     for mismatch in report.length_mismatches:
         say(f"warning: {mismatch}")
     if not report.scored_trackers or not report.scored_sequences:
-        raise UserError("no tracker could be scored; fix the result files listed above")
+        hint = (" or pass --skip_missing_seq to score the sequences all trackers have"
+                if any(f.missing for f in report.failures) and not report.skip_failed_sequences else "")
+        raise UserError(f"no tracker could be scored; fix the result files listed above{hint}")
 
     identity = report.identity()
     for warning in manifest_warnings(identity):
