@@ -3,12 +3,15 @@
 #
 #   bash install.sh                 # uv (bootstrapped with pip inside the venv); re-runs are instant
 #   INSTALLER=pip bash install.sh   # plain pip instead of uv (slower: ~1 min every time)
+#   bash install.sh --tools vot     # only the VOT toolkit's own environment, ./.venv-tools/vot, from
+#                                   # environment-vot.yaml (kept apart: it needs GUI OpenCV and old pins)
 #
 # Optional variables:
 #   PYTHON=/path/to/python3   base interpreter for the venv (default: first python >= 3.10 on PATH,
 #                             preferring the version named in environment.yaml)
-#   LORETRACK_VENV=DIR        venv location (default: .venv next to this script)
-#   MIN_FREE_GB=N             free disk required before creating a new venv (default 7; the venv is ~6 GB)
+#   LORETRACK_VENV=DIR        venv location (default: .venv next to this script; .venv-tools/NAME with --tools)
+#   MIN_FREE_GB=N             free disk required before creating a new venv (default 7 for .venv, ~6 GB;
+#                             1 for a tools environment)
 #   FORCE=1                   ignore the up-to-date stamp and reinstall
 #
 # Package indexes, find-links and the TLS certificate are taken from `pip config list`, so the script
@@ -19,10 +22,7 @@ UV_VERSION="0.13.9"      # installer version (bootstrapped with pip into the ven
 MIN_PYTHON="3.10"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-ENV_FILE="$ROOT/environment.yaml"
 SELF="$ROOT/install.sh"
-VENV="${LORETRACK_VENV:-$ROOT/.venv}"
-STAMP="$VENV/.install-stamp"
 INSTALLER="${INSTALLER:-uv}"
 START_SECONDS=$SECONDS
 
@@ -30,7 +30,49 @@ log() { echo "install.sh: $*"; }
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 trap 'rc=$?; echo "install.sh: error: unexpected failure (exit $rc) at line $LINENO: $BASH_COMMAND" >&2; exit $rc' ERR
 
-[ -f "$ENV_FILE" ] || die "environment.yaml not found next to install.sh ($ENV_FILE)"
+# --- which environment: the project's (.venv) or a tools environment (--tools NAME) ----------------
+TOOLS=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --tools) [ $# -ge 2 ] || die "--tools needs a name, e.g. --tools vot"; TOOLS="$2"; shift 2 ;;
+        --tools=*) TOOLS="${1#--tools=}"; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$SELF" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument '$1' (usage: bash install.sh [--tools NAME])" ;;
+    esac
+done
+if [ -z "$TOOLS" ]; then
+    ENV_FILE="$ROOT/environment.yaml"
+    VENV="${LORETRACK_VENV:-$ROOT/.venv}"
+    VENV_SIZE="~6 GB"
+    DEFAULT_MIN_FREE_GB=7
+    IMPORTS="cv2, timm, torch, torchvision, yaml"
+    IMPORT_CHECK='import cv2, timm, torch, torchvision, yaml
+print(f"install.sh: import check OK: torch {torch.__version__}, torchvision {torchvision.__version__}, "
+      f"timm {timm.__version__}, opencv {cv2.__version__}, pyyaml {yaml.__version__}, "
+      f"cuda available: {torch.cuda.is_available()}")'
+else
+    case "$TOOLS" in
+        vot) ;;
+        *) die "unknown tools environment '$TOOLS'; available: vot" ;;
+    esac
+    ENV_FILE="$ROOT/environment-$TOOLS.yaml"
+    VENV="${LORETRACK_VENV:-$ROOT/.venv-tools/$TOOLS}"
+    VENV_SIZE="~0.5 GB"
+    DEFAULT_MIN_FREE_GB=1
+    IMPORTS="vot (the VOT toolkit), trax"
+    IMPORT_CHECK='import trax, vot, vot.experiment, vot.stack, vot.tracker.trax, vot.workspace
+print(f"install.sh: import check OK: vot-toolkit {vot.__version__}")'
+fi
+STAMP="$VENV/.install-stamp"
+# A tools environment borrows the project .venv's uv (and its pip, to read `pip config`) when that is built:
+# no pip inside, no uv bootstrap, no bytecode compilation, and a first try from uv's cache alone (~1 min saved).
+BORROWED_UV=""
+if [ -n "$TOOLS" ] && [ "$INSTALLER" = uv ] \
+        && [ "$("$ROOT/.venv/bin/uv" --version 2>/dev/null | awk '{print $2}')" = "$UV_VERSION" ]; then
+    BORROWED_UV="$ROOT/.venv/bin/uv"
+fi
+
+[ -f "$ENV_FILE" ] || die "$(basename "$ENV_FILE") not found next to install.sh ($ENV_FILE)"
 case "$INSTALLER" in uv|pip) ;; *) die "INSTALLER must be 'uv' or 'pip' (got '$INSTALLER')" ;; esac
 case "$VENV" in /*) ;; *) VENV="$PWD/$VENV"; STAMP="$VENV/.install-stamp" ;; esac
 
@@ -48,7 +90,7 @@ fi
 want_stamp="$( { cat "$ENV_FILE" "$SELF"; printf '%s\n' "$VENV"; } | sha256sum | cut -d' ' -f1)"
 if [ "${FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
         && "$VENV/bin/python" -c '' >/dev/null 2>&1; then
-    log "$VENV is up to date (environment.yaml and install.sh unchanged); nothing to do."
+    log "$VENV is up to date ($(basename "$ENV_FILE") and install.sh unchanged); nothing to do."
     exit 0
 fi
 
@@ -80,7 +122,7 @@ check_disk() {  # $1 = GiB required
     while [ ! -d "$dir" ]; do dir="$(dirname "$dir")"; done
     free_kb="$(df -Pk "$dir" | awk 'NR == 2 {print $4}')"
     if [ -n "$free_kb" ] && [ "$free_kb" -lt $(( $1 * 1024 * 1024 )) ]; then
-        die "not enough free disk: $(( free_kb / 1024 )) MiB free at $dir, need ${1} GiB (the venv is ~6 GB; set MIN_FREE_GB to override)"
+        die "not enough free disk: $(( free_kb / 1024 )) MiB free at $dir, need ${1} GiB (the venv is $VENV_SIZE; set MIN_FREE_GB to override)"
     fi
 }
 
@@ -94,14 +136,22 @@ else
         log "existing $VENV is broken; recreating it"
         rm -rf -- "$VENV"
     fi
-    check_disk "${MIN_FREE_GB:-7}"
+    check_disk "${MIN_FREE_GB:-$DEFAULT_MIN_FREE_GB}"
     PY="$(pick_python)" || exit 1   # pick_python already printed the reason
     log "creating $VENV with $PY ($("$PY" -c 'import sys; print(sys.version.split()[0])'))"
-    "$PY" -m venv "$VENV" || die "'$PY -m venv $VENV' failed"
+    mkdir -p "$(dirname "$VENV")"
+    if [ -n "$BORROWED_UV" ]; then
+        "$BORROWED_UV" venv --quiet --python "$PY" "$VENV" || die "'uv venv --python $PY $VENV' failed"
+    else
+        "$PY" -m venv "$VENV" || die "'$PY -m venv $VENV' failed"
+    fi
 fi
 VPY="$VENV/bin/python"
+UV_BIN="${BORROWED_UV:-$VENV/bin/uv}"
+PIP_PY="$VPY"                          # the interpreter whose pip tells the configured indexes
+[ -z "$BORROWED_UV" ] || PIP_PY="$ROOT/.venv/bin/python"
 
-# --- requirements: the pip: list of environment.yaml ------------------------------------------------
+# --- requirements: the pip: list of environment.yaml (or the tools environment's file) ---------------
 REQ="$(mktemp "${TMPDIR:-/tmp}/loretrack-requirements.XXXXXX")"
 LOG="$(mktemp "${TMPDIR:-/tmp}/loretrack-install-log.XXXXXX")"
 trap 'rm -f "$REQ" "$LOG"' EXIT
@@ -123,17 +173,17 @@ for raw in open(sys.argv[1], encoding="utf-8"):
     if text.startswith("-"):
         items.append(text[1:].strip().strip("'\""))
 if not items:
-    sys.exit("install.sh: error: environment.yaml has no `- pip:` list")
+    sys.exit(f"install.sh: error: {sys.argv[1]} has no `- pip:` list")
 bad = [i for i in items if "==" not in i]
 if bad:
-    sys.exit("install.sh: error: unpinned requirement(s) in environment.yaml (pin every direct dependency with ==): " + ", ".join(bad))
+    sys.exit(f"install.sh: error: unpinned requirement(s) in {sys.argv[1]} (pin every direct dependency with ==): " + ", ".join(bad))
 print("\n".join(items))
 PYEOF
-log "$(wc -l <"$REQ" | tr -d ' ') pinned requirements from environment.yaml; installer: $INSTALLER"
+log "$(wc -l <"$REQ" | tr -d ' ') pinned requirements from $(basename "$ENV_FILE"); installer: $INSTALLER"
 
 explain_failure() {  # one-line reason from the installer's log, then exit
     if grep -qiE 'no space left' "$LOG"; then
-        die "install failed: disk full (the venv needs ~6 GB)"
+        die "install failed: disk full (the venv needs $VENV_SIZE)"
     elif grep -qiE 'dns error|failed to lookup|name resolution|name or service not known|connection (refused|reset)|network is unreachable|timed out|timeout|could not connect|error sending request|Max retries exceeded|NewConnectionError|Could not fetch URL|peer certificate|certificate verify|SSLError|tls' "$LOG"; then
         die "install failed: package registry unreachable (network or TLS error; see the log above)"
     elif grep -qiE 'No solution found|ResolutionImpossible|No matching distribution|Could not find a version|not found in the package registry|was not found in' "$LOG"; then
@@ -146,7 +196,7 @@ explain_failure() {  # one-line reason from the installer's log, then exit
 # --- install ------------------------------------------------------------------------------------------
 if [ "$INSTALLER" = uv ]; then
     # uv reads neither pip.conf nor PIP_* variables: translate `pip config list` into uv flags.
-    mapfile -t PIPCFG < <("$VPY" - <<'PYEOF'
+    mapfile -t PIPCFG < <("$PIP_PY" - <<'PYEOF'
 import ast, re, subprocess, sys
 out = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
                      capture_output=True, text=True).stdout
@@ -197,7 +247,7 @@ PYEOF
         i=$((i + 2))
     done
 
-    if [ "$("$VENV/bin/uv" --version 2>/dev/null | awk '{print $2}')" != "$UV_VERSION" ]; then
+    if [ "$("$UV_BIN" --version 2>/dev/null | awk '{print $2}')" != "$UV_VERSION" ]; then
         log "bootstrapping uv $UV_VERSION with pip"
         if ! "$VPY" -m pip install --disable-pip-version-check --quiet "uv==$UV_VERSION" >"$LOG" 2>&1; then
             cat "$LOG" >&2
@@ -206,9 +256,15 @@ PYEOF
     fi
     log "uv flags from pip config: ${UV_FLAGS[*]:-(none)}${SSL_CERT_FILE:+; SSL_CERT_FILE=$SSL_CERT_FILE}"
     rc=0
-    "$VENV/bin/uv" pip install --python "$VPY" \
-        --index-strategy unsafe-best-match --compile-bytecode \
-        ${UV_FLAGS[@]+"${UV_FLAGS[@]}"} -r "$REQ" 2>&1 | tee "$LOG" || rc=$?
+    if [ -n "$BORROWED_UV" ] && "$UV_BIN" pip install --python "$VPY" --index-strategy unsafe-best-match --offline \
+            ${UV_FLAGS[@]+"${UV_FLAGS[@]}"} -r "$REQ" >"$LOG" 2>&1; then
+        log "installed from uv's cache: $(grep -c '^ + ' "$LOG" || true) packages"
+    else
+        compile=(--compile-bytecode)
+        [ -z "$TOOLS" ] || compile=()
+        "$UV_BIN" pip install --python "$VPY" --index-strategy unsafe-best-match ${compile[@]+"${compile[@]}"} \
+            ${UV_FLAGS[@]+"${UV_FLAGS[@]}"} -r "$REQ" 2>&1 | tee "$LOG" || rc=$?
+    fi
 else
     rc=0
     "$VPY" -m pip install --disable-pip-version-check --progress-bar off -r "$REQ" 2>&1 | tee "$LOG" || rc=$?
@@ -216,15 +272,14 @@ fi
 [ "$rc" -eq 0 ] || explain_failure
 
 # --- import check ---------------------------------------------------------------------------------------
-if ! "$VPY" - <<'PYEOF'; then
-import cv2, timm, torch, torchvision, yaml
-print(f"install.sh: import check OK: torch {torch.__version__}, torchvision {torchvision.__version__}, "
-      f"timm {timm.__version__}, opencv {cv2.__version__}, pyyaml {yaml.__version__}, "
-      f"cuda available: {torch.cuda.is_available()}")
-PYEOF
-    die "import check failed in $VENV (torch, torchvision, timm, cv2, yaml); see the traceback above"
+if ! "$VPY" -c "$IMPORT_CHECK"; then
+    die "import check failed in $VENV ($IMPORTS); see the traceback above"
 fi
 
 echo "$want_stamp" >"$STAMP"
+if [ -n "$TOOLS" ]; then
+    log "done in $(( SECONDS - START_SECONDS )) s: $VENV (its commands are in $VENV/bin; see docs/$TOOLS.md)"
+    exit 0
+fi
 if [ "$VENV" = "$ROOT/.venv" ]; then test_cmd=".venv/bin/python -m pytest"; else test_cmd="$VPY -m pytest"; fi
 log "done in $(( SECONDS - START_SECONDS )) s. Run the tests with: $test_cmd"
