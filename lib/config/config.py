@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from lib.config.defaults import NULLABLE_KEYS, RANGES, default_config_dict
+from lib.config.defaults import CHOICES, NULLABLE_KEYS, RANGES, default_config_dict
 from lib.utils.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -200,8 +200,14 @@ def _check_value(key: str, value: Any, source: str) -> None:
 
 def validate(cfg: Config, source: str) -> None:
     """Value ranges, then cross-key checks that a per-key type check cannot express."""
-    for key, value in flatten(cfg).items():
+    flat = flatten(cfg)
+    for key, value in flat.items():
         _check_value(key, value, source)
+    for key, supported in CHOICES.items():
+        if flat[key] not in supported:
+            listed = " or ".join(repr(v) for v in supported)
+            raise ConfigError(f"{source}: {key} {flat[key]!r} is not supported (supported: {listed}); set "
+                              f"{key}: {supported[0]!r}")
     for split in ("TRAIN", "VAL"):
         section = cfg.DATA[split]
         if len(section.DATASETS_RATIO) != len(section.DATASETS_NAME):
@@ -239,8 +245,19 @@ def validate(cfg: Config, source: str) -> None:
                                   f"({bb.PATCH_SIZE})")
 
 
+def known_scripts() -> list[str]:
+    """Tracker families: the folders of ``experiments/`` (output trees are named after them)."""
+    return sorted(entry.name for entry in EXPERIMENTS_DIR.iterdir()
+                  if entry.is_dir() and not entry.name.startswith(("_", ".")))
+
+
 def resolve_config_path(name_or_path: str | Path, script: str | None = None) -> Path:
-    """A YAML path, or a config name looked up in ``experiments/<script>/<name>.yaml``."""
+    """A YAML path, or a config name looked up in ``experiments/<script>/<name>.yaml``.
+
+    ``script`` must be one of :func:`known_scripts` even with a YAML path: it names the output folders.
+    """
+    if script is not None and script not in known_scripts():
+        raise ConfigError(f"unknown script '{script}'; known: {known_scripts()} (the folders of experiments/)")
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         return path

@@ -43,6 +43,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "TRAIN.KEEP_LAST_EPOCHS": (0, None, True),
     "DATA.MAX_SAMPLE_INTERVAL": (1, None, True),
     "DATA.FRAME_CACHE_MB": (0, None, True),
+    "DATA.MAX_SKIPPED_SHARE": (0, 1, True),
+    "DATA.MAX_FAILED_DRAW_SHARE": (0, 1, True),
     "DATA.STD": (0, None, False),
     "DATA.TRAIN.DATASETS_RATIO": (0, None, True),
     "DATA.TRAIN.SAMPLE_PER_EPOCH": (1, None, True),
@@ -66,6 +68,15 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "TEST.SEARCH_FACTOR": (0, None, False),
     "TEST.SEARCH_SIZE": (1, None, True),
     "TEST.EPOCH": (1, None, True),
+    "TEST.CROP_MEMORY_MB": (1, None, True),
+}
+
+# Keys of OSTrack's schema that take one of a few values, of which the framework implements only these: any
+# other value is an error naming them (official configs may name samplers we do not have; never ignore that).
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "DATA.SAMPLER_MODE": ("causal",),  # one template, then a search frame after it (lib/train/data/sampler.py)
+    "DATA.TEMPLATE.NUMBER": (1,),  # frames per sample: one template ...
+    "DATA.SEARCH.NUMBER": (1,),  # ... and one search frame
 }
 
 # Keys that cannot change a trained network or a tracking result (loader processes, logging, which
@@ -77,6 +88,10 @@ NON_RESULT_KEYS: frozenset[str] = frozenset({
     "TRAIN.SAVE_EPOCH_INTERVAL",
     "TRAIN.KEEP_LAST_EPOCHS",
     "DATA.FRAME_CACHE_MB",
+    "DATA.STRICT",
+    "DATA.MAX_SKIPPED_SHARE",
+    "DATA.MAX_FAILED_DRAW_SHARE",
+    "TEST.CROP_MEMORY_MB",
 })
 
 
@@ -149,6 +164,13 @@ def default_config_dict() -> dict[str, Any]:
             "MAX_SAMPLE_INTERVAL": 200,
             # LoReTrack addition: decoded frames kept in memory per data process (0: off); pays on small datasets
             "FRAME_CACHE_MB": 0,
+            # LoReTrack additions: the start-up check of the annotations (lib/train/data/validation.py) stops the
+            # run when more than MAX_SKIPPED_SHARE of a dataset is unusable, and on any problem with STRICT
+            # (--strict_data); the sampler stops it when more than MAX_FAILED_DRAW_SHARE of an epoch's pair
+            # draws fail to load or process (they are redrawn below that)
+            "STRICT": False,
+            "MAX_SKIPPED_SHARE": 0.1,
+            "MAX_FAILED_DRAW_SHARE": 0.1,
             "TRAIN": {
                 "DATASETS_NAME": ["LASOT", "GOT10K_vottrain"],
                 "DATASETS_RATIO": [1, 1],
@@ -209,5 +231,8 @@ def default_config_dict() -> dict[str, Any]:
             "SEARCH_FACTOR": 5.0,
             "SEARCH_SIZE": 320,
             "EPOCH": 500,
+            # LoReTrack addition: the most memory one crop around the initial box may take; a larger box is an
+            # error naming it, not an out-of-memory crash (a crop grows with the square of the box side)
+            "CROP_MEMORY_MB": 512,
         },
     }

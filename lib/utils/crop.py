@@ -33,6 +33,21 @@ def crop_geometry(box: Sequence[float], factor: float) -> tuple[int, int, int]:
     return round(x + 0.5 * w - side * 0.5), round(y + 0.5 * h - side * 0.5), side
 
 
+def crop_misses_image(x1: int, y1: int, side: int, height: int, width: int) -> bool:
+    """Whether the square crop at (x1, y1) holds no pixel of a ``width`` x ``height`` image under
+    :func:`sample_target`'s rules (its last image column/row is dropped at the border). Training rejects such a
+    crop on every side, as the official code does; the tracker never asks (its box stays on the image)."""
+    columns = min(x1 + side, width - 1) - max(x1, 0)
+    rows = min(y1 + side, height - 1) - max(y1, 0)
+    return columns <= 0 or rows <= 0
+
+
+def crop_memory_bytes(side: int, channels: int = 3) -> int:
+    """Peak memory of :func:`sample_target` for a crop of ``side`` pixels: the padded uint8 square, its float64
+    padding mask and the boolean copy, all side x side before the resize."""
+    return side * side * (channels + 8 + 1)
+
+
 def sample_target(image: np.ndarray, box: Sequence[float], factor: float, output_size: int | None = None,
                   out: np.ndarray | None = None) -> Crop:
     """Crop ``factor`` times the box's geometric-mean side around its centre and resize to ``output_size``.

@@ -3,7 +3,9 @@
 Per crop: jitter the box (scale exp(N(0,1) * scale_jitter), centre offset sqrt(w'h') * centre_jitter *
 U(-0.5, 0.5)), crop factor x the jittered box and resize, then brightness jitter, horizontal flip and
 ImageNet normalisation. Joint augmentation (grayscale, flip) acts on both full frames with one draw.
-A pair whose crop is all padding (also after downsampling to the token grid) is rejected.
+A pair is rejected (:class:`PairRejected`, the sampler draws another) when a crop misses the image on any side,
+or is all padding (also after downsampling to the token grid); a box that cannot give a crop (not finite, or
+its crop far larger than the image) raises :class:`BadBoxError`, a data failure.
 All randomness comes from the generators passed in, so every sample is reproducible from its seed.
 """
 from __future__ import annotations
@@ -17,7 +19,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.utils.crop import box_to_crop, sample_target
+from lib.utils.crop import box_to_crop, crop_geometry, crop_misses_image, sample_target
+
+#: a crop side beyond this many times the image's larger side comes from a corrupt box, not from jitter
+MAX_CROP_TO_IMAGE = 20
+
+
+class PairRejected(Exception):  # noqa: N818 - a verdict on a draw, not a failure
+    """The drawn pair cannot give a training sample (an ordinary outcome of random jitter): draw another."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadBoxError(ValueError):
+    """A box that no crop can be cut around (a data failure the sampler counts and redraws)."""
+
+    cause = "bad box"
 
 
 @dataclass
@@ -43,7 +62,7 @@ class CropSettings:
 
 
 class PairProcessing:
-    """Crops and augments template/search frames; returns None for a pair that must be redrawn."""
+    """Crops and augments template/search frames; raises :class:`PairRejected` for a pair to redraw."""
 
     def __init__(self, template: CropSettings, search: CropSettings, mean: Sequence[float], std: Sequence[float],
                  stride: int = 16, train: bool = True, grayscale_prob: float = 0.05, flip_prob: float = 0.5,
@@ -71,8 +90,10 @@ class PairProcessing:
         if rng.numpy.random() < self.joint_flip_prob:
             flipped = []
             for frame, box in zip(frames, boxes, strict=True):
+                # pytracking's full-frame flip maps pixel column x to (W - 1) - x (pixel centres), so the box
+                # [x, x + w] becomes [W - 1 - x - w, W - 1 - x]; the per-crop flip below works in [0, 1] (1 - x - w)
                 width = frame.shape[1]
-                flipped.append(torch.tensor([width - box[0] - box[2], box[1], box[2], box[3]]))
+                flipped.append(torch.tensor([(width - 1) - (box[0] + box[2]), box[1], box[2], box[3]]))
             frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
             boxes = flipped
         return frames, boxes
@@ -90,23 +111,32 @@ class PairProcessing:
         return (image - self.mean) / self.std, box, mask_t
 
     def __call__(self, template_frame: np.ndarray, template_box: torch.Tensor, search_frame: np.ndarray,
-                 search_box: torch.Tensor, rng: SampleRng) -> dict[str, torch.Tensor] | None:
-        """Processed tensors, or None when the pair is unusable (degenerate crop, all padding)."""
+                 search_box: torch.Tensor, rng: SampleRng) -> dict[str, torch.Tensor]:
+        """Processed tensors; :class:`PairRejected` when the pair is unusable (degenerate crop, a crop that
+        misses the image, all padding)."""
         frames, boxes = self._joint_augment([template_frame, search_frame], [template_box, search_box], rng)
         out: dict[str, torch.Tensor] = {}
         for role, frame, box in zip(("template", "search"), frames, boxes, strict=True):
             setting = self.settings[role]
             jittered = self.jitter_box(box.float(), setting, rng)
+            if not bool(torch.isfinite(jittered).all()):
+                raise BadBoxError(f"{role} box {box.tolist()} gives a non-finite crop box {jittered.tolist()}")
             if math.ceil(math.sqrt(max(float(jittered[2] * jittered[3]), 0.0)) * setting.factor) < 1:
-                return None
+                raise PairRejected("crop too small")
+            x1, y1, side = crop_geometry(jittered.tolist(), setting.factor)
+            height, width = frame.shape[:2]
+            if side > MAX_CROP_TO_IMAGE * max(height, width):
+                raise BadBoxError(f"{role} box {box.tolist()} gives a {side} px crop of a {width}x{height} image")
+            if crop_misses_image(x1, y1, side, height, width):
+                raise PairRejected("crop misses the image")
             crop = sample_target(frame, jittered.tolist(), setting.factor, setting.output_size)
             box_in_crop = box_to_crop(box.float(), jittered, crop.resize_factor, setting.output_size, normalize=True)
             image, box_in_crop, mask = self._to_tensor(crop.image, box_in_crop, crop.padding_mask, rng)
             if mask.all():
-                return None
+                raise PairRejected("crop all padding")
             grid = setting.output_size // self.stride
             if F.interpolate(mask[None, None].float(), size=grid).to(torch.bool).all():
-                return None
+                raise PairRejected("crop all padding")
             out[f"{role}_images"] = image
             out[f"{role}_anno"] = box_in_crop.float()
             out[f"{role}_att"] = mask

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lib.train.data.annotations import box_problems
 from lib.train.data.datasets.base import TrackingDataset, sequence_info
 from lib.train.data.datasets.storage import Storage, open_storage
 from lib.utils.errors import DatasetError
@@ -64,6 +65,17 @@ class Coco17(TrackingDataset):
 
     def get_sequence_info(self, seq_id: int) -> dict[str, torch.Tensor]:
         return sequence_info(self.boxes[seq_id:seq_id + 1])
+
+    def check_all(self) -> dict[str, Any]:
+        """The start-up check of every instance at once (one JSON file, already parsed): bad boxes by cause."""
+        found = box_problems(self.boxes.astype(np.float64))
+        return {"frames": len(self.boxes), "problems": dict(found.problems),
+                "example": f"instances_train2017.json: instance {found.example}" if found.example else None}
+
+    def keep_sequences(self, seq_ids: list[int]) -> None:
+        rows = np.asarray(seq_ids, dtype=np.int64)
+        self.annotation_ids, self.boxes = self.annotation_ids[rows], self.boxes[rows]
+        self.image_of, self.category_of = self.image_of[rows], self.category_of[rows]
 
     def frame_path(self, seq_id: int, frame_id: int) -> str:
         return f"{self.image_dir}/{self.image_files[self.image_of[seq_id]]}"

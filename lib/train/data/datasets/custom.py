@@ -10,9 +10,9 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from lib.train.data.datasets.base import TrackingDataset, sequence_info
+from lib.train.data.datasets.base import SequenceAnnotation, TrackingDataset
 from lib.train.data.datasets.storage import Storage, open_storage
 from lib.utils.sorting import natural_sorted
 
@@ -44,9 +44,18 @@ class CustomFolder(TrackingDataset):
             self._frames[seq_id] = natural_sorted(f for f in files if f.lower().endswith(FRAME_SUFFIXES))
         return self._frames[seq_id]
 
-    def get_sequence_info(self, seq_id: int) -> dict[str, torch.Tensor]:
+    def annotation_files(self, seq_id: int) -> list[str]:
         name = self.sequence_names[seq_id]
-        boxes = self.read_boxes(f"{name}/groundtruth.txt")
+        return [f"{name}/groundtruth.txt", f"{name}/absence.label", name]  # the folder: its frames count too
+
+    def keep_sequences(self, seq_ids: list[int]) -> None:
+        super().keep_sequences(seq_ids)
+        self._frames, self._warned_rows = {}, set()
+
+    def read_annotation(self, seq_id: int) -> SequenceAnnotation:
+        name = self.sequence_names[seq_id]
+        annotation = SequenceAnnotation(np.zeros((0, 4)))
+        boxes = self.read_boxes(f"{name}/groundtruth.txt", annotation)
         num_frames = len(self.frames_of(seq_id))
         if len(boxes) > num_frames:
             if seq_id not in self._warned_rows:
@@ -54,8 +63,9 @@ class CustomFolder(TrackingDataset):
                 log.warning("%s: %s has %d ground-truth rows but %d frames; using the first %d rows", self.name,
                             name, len(boxes), num_frames, num_frames)
             boxes = boxes[:num_frames]
-        absent = self.read_labels(f"{name}/absence.label", len(boxes), missing=0)
-        return sequence_info(boxes, absent == 0)
+        annotation.boxes = boxes
+        annotation.visible = self.read_labels(f"{name}/absence.label", len(boxes), annotation, missing=0) == 0
+        return annotation
 
     def frame_path(self, seq_id: int, frame_id: int) -> str:
         return f"{self.sequence_names[seq_id]}/{self.frames_of(seq_id)[frame_id]}"

@@ -1,6 +1,7 @@
 """GOT-10k: ``<root>/{train,val}/<seq>/`` with ``groundtruth.txt``, ``absence.label`` (1 = target absent),
 ``cover.label`` (0-8, 0 = fully covered), ``meta_info.ini`` and frames ``00000001.jpg`` ...; each split folder has
-a ``list.txt`` naming its sequences.
+a ``list.txt`` naming its sequences. A sequence without its label files is a partial download: it is skipped
+(and named) by the start-up check, never taken as visible throughout.
 
 Splits (pytracking/OSTrack meaning): 'train_full' = every sequence of ``train/``; 'train' / 'val' and
 'vottrain' / 'votval' = the sequences of ``train/list.txt`` at the 0-based indices listed in
@@ -13,10 +14,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from lib.data.splits import split_indices
-from lib.train.data.datasets.base import TrackingDataset, sequence_info
+from lib.train.data.datasets.base import SequenceAnnotation, TrackingDataset
 from lib.train.data.datasets.storage import Storage, open_storage
 from lib.utils.errors import DatasetError, UserError
 
@@ -81,12 +82,22 @@ class Got10k(TrackingDataset):
     def _folder(self, name: str) -> str:
         return f"{self.folder}/{name}"
 
-    def get_sequence_info(self, seq_id: int) -> dict[str, torch.Tensor]:
+    def annotation_files(self, seq_id: int) -> list[str]:
         folder = self._folder(self.sequence_names[seq_id])
-        boxes = self.read_boxes(f"{folder}/groundtruth.txt")
-        absent = self.read_labels(f"{folder}/absence.label", len(boxes), missing=0)
-        cover = self.read_labels(f"{folder}/cover.label", len(boxes), missing=8)
-        return sequence_info(boxes, (absent == 0) & (cover > 0))
+        return [f"{folder}/groundtruth.txt", f"{folder}/absence.label", f"{folder}/cover.label"]
+
+    def read_annotation(self, seq_id: int) -> SequenceAnnotation:
+        boxes_file, absence_file, cover_file = self.annotation_files(seq_id)
+        annotation = SequenceAnnotation(np.zeros((0, 4)))
+        annotation.boxes = self.read_boxes(boxes_file, annotation)
+        absent = self.read_labels(absence_file, len(annotation.boxes), annotation)
+        cover = self.read_labels(cover_file, len(annotation.boxes), annotation)
+        annotation.visible = (absent == 0) & (cover > 0)
+        return annotation
+
+    def keep_sequences(self, seq_ids: list[int]) -> None:
+        super().keep_sequences(seq_ids)
+        self._meta = {}
 
     def frame_path(self, seq_id: int, frame_id: int) -> str:
         return f"{self._folder(self.sequence_names[seq_id])}/{frame_id + 1:08d}.jpg"

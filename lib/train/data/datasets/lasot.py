@@ -1,18 +1,19 @@
 """LaSOT training split: ``<root>/<class>/<class>-<n>/`` with ``groundtruth.txt`` (x,y,w,h per line),
 ``full_occlusion.txt`` and ``out_of_view.txt`` (one comma-separated 0/1 line) and ``img/00000001.jpg`` ...
 
-A frame is visible when it is neither fully occluded nor out of view (and its box is not empty); a missing
-flag file counts as "never". The number of frames is the number of ground-truth rows.
+A frame is visible when it is neither fully occluded nor out of view (and its box is not empty). A sequence
+without its flag files is a partial download: the start-up check skips and names it (the official reader
+raises). The number of frames is the number of ground-truth rows.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from lib.data.splits import split_entries
-from lib.train.data.datasets.base import TrackingDataset, sequence_info
+from lib.train.data.datasets.base import SequenceAnnotation, TrackingDataset
 from lib.train.data.datasets.storage import Storage, open_storage
 from lib.utils.errors import UserError
 
@@ -52,12 +53,18 @@ class Lasot(TrackingDataset):
     def get_class_name(self, seq_id: int) -> str:
         return lasot_class(self.sequence_names[seq_id])
 
-    def get_sequence_info(self, seq_id: int) -> dict[str, torch.Tensor]:
+    def annotation_files(self, seq_id: int) -> list[str]:
         folder = self._folder(self.sequence_names[seq_id])
-        boxes = self.read_boxes(f"{folder}/groundtruth.txt")
-        occluded = self.read_labels(f"{folder}/full_occlusion.txt", len(boxes), missing=0)
-        out_of_view = self.read_labels(f"{folder}/out_of_view.txt", len(boxes), missing=0)
-        return sequence_info(boxes, (occluded == 0) & (out_of_view == 0))
+        return [f"{folder}/groundtruth.txt", f"{folder}/full_occlusion.txt", f"{folder}/out_of_view.txt"]
+
+    def read_annotation(self, seq_id: int) -> SequenceAnnotation:
+        boxes_file, occlusion_file, out_of_view_file = self.annotation_files(seq_id)
+        annotation = SequenceAnnotation(np.zeros((0, 4)))
+        annotation.boxes = self.read_boxes(boxes_file, annotation)
+        occluded = self.read_labels(occlusion_file, len(annotation.boxes), annotation)
+        out_of_view = self.read_labels(out_of_view_file, len(annotation.boxes), annotation)
+        annotation.visible = (occluded == 0) & (out_of_view == 0)
+        return annotation
 
     def frame_path(self, seq_id: int, frame_id: int) -> str:
         return f"{self._folder(self.sequence_names[seq_id])}/img/{frame_id + 1:08d}.jpg"
