@@ -12,6 +12,7 @@ from pathlib import Path
 import _init_paths  # noqa: F401
 from lib.utils.cli import base_parser, run_main
 from lib.utils.errors import SettingsError
+from lib.utils.io import ensure_writable_file
 from lib.utils.paths import settings_file, write_settings_file
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     workspace = Path(args.workspace_dir)
     if not workspace.is_dir():
         raise SettingsError(f"--workspace_dir {workspace} is not a folder")
-    target = Path(args.output) if args.output else settings_file()
+    target = ensure_writable_file(Path(args.output) if args.output else settings_file(), "the settings file")
     write_settings_file(target, workspace, Path(args.data_dir), Path(args.save_dir),
                         Path(args.pretrained_dir) if args.pretrained_dir else None)
     print(f"wrote {target}")

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 import _init_paths  # noqa: F401
-from lib.utils.cli import base_parser, run_main
+from lib.utils.cli import base_parser, run_main, setup_logging
 from lib.utils.errors import UserError
 
 
@@ -29,9 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise UserError("--seeds must be at least 1")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    setup_logging(logging.WARNING)
 
     from lib.demo import Demo, DemoSettings
+    from lib.utils.io import ensure_writable
+    from lib.utils.paths import get_paths
+
+    ensure_writable(Path(args.output) if args.output else get_paths().save_dir, "the demo's outputs")
 
     settings = DemoSettings(seeds=args.seeds, output=Path(args.output) if args.output else None,
                             epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,

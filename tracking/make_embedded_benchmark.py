@@ -15,19 +15,11 @@ import json
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 import _init_paths  # noqa: F401
 from lib.data.embedded import MANIFEST_NAME, SPLITS, EmbeddedParams, embedded_root, ensure_embedded_benchmark
-from lib.utils.cli import add_common_flags, run_main
+from lib.utils.cli import OneLineErrorParser, add_common_flags, run_main
 from lib.utils.errors import UserError
-
-
-class _Parser(argparse.ArgumentParser):
-    """Bad arguments become a UserError: one line on stderr and exit code 2, like every other user mistake."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UserError(f"{message} (see --help)")
 
 
 def _frames(text: str) -> tuple[int, int]:
@@ -54,7 +46,7 @@ def _whole(what: str) -> Callable[[str], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=_whole("a seed"), default=0, help="random seed (same seed, same files)")
     sequences = _whole("a number of sequences")
     parser.add_argument("--train", type=sequences, default=40, help="training sequences (default 40)")

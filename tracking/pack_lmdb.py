@@ -13,10 +13,12 @@ it renames the old pack to '<dst>.moved-<UTC time>' (delete that yourself once t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import _init_paths  # noqa: F401
 from lib.train.data.datasets.storage import pack_folder
 from lib.utils.cli import base_parser, run_main
+from lib.utils.io import ensure_writable, folder_bytes, reporting_disk_full
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="if --dst exists, rename it to <dst>.moved-<UTC time> (never deleted) and pack anew")
     args = parser.parse_args(argv)
-    pack_folder(args.src, args.dst, force=args.force, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    dst = Path(args.dst).resolve()
+    ensure_writable(dst.parent, "--dst")
+    with reporting_disk_full("the LMDB pack", dst, lambda: folder_bytes(args.src), "run the same command again"):
+        pack_folder(args.src, dst, force=args.force, progress=lambda line: print(line, file=sys.stderr, flush=True))
     return 0
 
 

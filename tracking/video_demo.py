@@ -33,17 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", default=None, help="experiments/<script>/ to look the config up in")
     parser.add_argument("--init_bbox", default=None, help="x,y,w,h of the target in the first frame")
     parser.add_argument("--output", default=None, help="folder for <video>_tracked.mp4 and <video>_boxes.txt")
-    parser.add_argument("--backend", default=None, help="network back-end (see tracking/test.py --help)")
+    parser.add_argument("--backend", default="auto", help="network back-end (see tracking/test.py --help)")
     args = parser.parse_args(argv)
 
     import cv2
     import numpy as np
 
     from lib.test.tracker.factory import TrackerFactory
-    from lib.utils.io import atomic_path, atomic_write_text
+    from lib.utils.io import atomic_path, atomic_write_text, ensure_writable
     from lib.utils.paths import get_paths
     from lib.utils.video import BoxVideoWriter
 
+    output = ensure_writable(Path(args.output) if args.output else get_paths().save_dir / "video_demo", "--output")
     video = Path(args.video)
     if "%" not in args.video and not video.is_file():
         raise UserError(f"video not found: {video}")
@@ -62,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     options = {"backend": args.backend} if args.backend else {}
     factory = TrackerFactory(args.config, args.script or "ostrack", args.checkpoint, tracker_options=options)
     tracker = factory(args.device)
-    output = Path(args.output) if args.output else get_paths().save_dir / "video_demo"
     stem = video.stem.replace("%", "")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     boxes, seconds = [], []

@@ -6,7 +6,9 @@ It owns a run folder (:class:`~lib.utils.run_layout.TrainingRun`) and its manife
 * a resumed run trains with the config it was started with, unless changes are accepted explicitly;
 * a corrupt or truncated newest checkpoint falls back to the previous readable one, with a warning;
 * retention deletes only checkpoints this run wrote (as listed in its manifest);
-* leftovers of a killed save (stale temporary files) are removed at the next start.
+* leftovers of a killed save (stale temporary files) are removed at the next start;
+* the run's folders are proved writable before anything is built, free space is checked before each save, and
+  a save that runs out of space stops the run with one line (nothing partial is left; ``--resume`` continues).
 """
 from __future__ import annotations
 
@@ -21,7 +23,13 @@ import torch
 
 from lib.models.weights import load_state_dict_adapted, read_checkpoint, save_checkpoint
 from lib.utils.errors import UserError, WeightsError
-from lib.utils.io import move_aside, remove_stale_temp_files
+from lib.utils.io import (
+    check_free_space,
+    ensure_writable,
+    move_aside,
+    remove_stale_temp_files,
+    reporting_disk_full,
+)
 from lib.utils.provenance import (
     config_differences,
     describe_differences,
@@ -35,6 +43,7 @@ from lib.utils.run_layout import TrainingRun, checkpoint_name
 
 log = logging.getLogger(__name__)
 KEEP_NEWEST = 2  # the newest checkpoints are always kept, so a corrupt newest one can fall back
+SAVE_OVERHEAD_BYTES = 1 << 16  # a checkpoint's pickled structure and the manifest, beyond its tensors
 
 
 class RunExistsError(UserError):
@@ -70,8 +79,11 @@ class Checkpointer:
     """Checkpoints and manifest of one training run; only the main process writes."""
 
     def __init__(self, run: TrainingRun, keep_every: int, keep_last: int, max_epoch: int,
-                 is_main: bool = True) -> None:
+                 is_main: bool = True, launch_id: str | None = None) -> None:
+        """``launch_id`` names the ``train.py --mode multiple`` launch this process belongs to (None: none), so
+        workers that torchrun restarts can tell their own run from another one."""
         self.run = run
+        self.launch_id = launch_id
         self.keep_every = keep_every
         self.keep_last = keep_last
         self.max_epoch = max_epoch
@@ -84,7 +96,12 @@ class Checkpointer:
 
     # ------------------------------------------------------------------------------------------ start
     def check_start(self, resume: bool, force: bool) -> None:
-        """Refuse to start a new run over another one (read-only, so every DDP rank can ask)."""
+        """Refuse to start a new run over another one, or one whose folders cannot be written.
+
+        It changes nothing (a probe file is made and removed where the folders will be), so every DDP rank can ask.
+        """
+        ensure_writable(self.folder, "checkpoints", create=False)
+        ensure_writable(self.run.tensorboard_dir, "training logs", create=False)
         existing = self.run.checkpoints()
         if existing and not resume and not force:
             epochs = list(existing)
@@ -140,7 +157,13 @@ class Checkpointer:
             if point is not None:  # a run from before manifests: adopt its checkpoints
                 self.manifest["checkpoints"] = {path.name: {"epoch": epoch} for epoch, path in
                                                 self.run.checkpoints().items()}
+        self.manifest["launch_id"] = self.launch_id
         write_manifest(self.run.manifest_path, self.manifest)
+
+    def started_by_launch(self) -> bool:
+        """Whether this run folder's manifest was last opened by this process's launch (a restarted worker's)."""
+        manifest = read_manifest(self.run.manifest_path) or {}
+        return self.launch_id is not None and manifest.get("launch_id") == self.launch_id
 
     # ----------------------------------------------------------------------------------------- resume
     def latest_readable(self) -> tuple[Path, dict[str, Any]] | None:
@@ -189,13 +212,24 @@ class Checkpointer:
         """Write epoch ``epoch`` atomically, record it in the manifest, then apply retention."""
         if not self.is_main:
             return None
-        path = save_checkpoint(self.folder / checkpoint_name(epoch), model, epoch=epoch, **extra)
-        written = self.manifest.setdefault("checkpoints", {})
-        written[path.name] = {"epoch": epoch, "sha256": file_sha256(path), "saved": now()}
-        self._apply_retention()
-        write_manifest(self.run.manifest_path, self.manifest)
+        target = self.folder / checkpoint_name(epoch)
+        needed = tensor_bytes((model.state_dict(), extra)) + SAVE_OVERHEAD_BYTES
+        what = f"the checkpoint of epoch {epoch}"
+        hint = self._resume_hint()
+        check_free_space(self.folder, needed, what, hint)
+        with reporting_disk_full(what, target, needed, hint):
+            path = save_checkpoint(target, model, epoch=epoch, **extra)
+            written = self.manifest.setdefault("checkpoints", {})
+            written[path.name] = {"epoch": epoch, "sha256": file_sha256(path), "saved": now()}
+            self._apply_retention()
+            write_manifest(self.run.manifest_path, self.manifest)
         log.info("saved %s", path)
         return path
+
+    def _resume_hint(self) -> str:
+        saved = self.run.checkpoints()
+        since = f"epoch {list(saved)[-1]}, the last checkpoint" if saved else "scratch (no checkpoint yet)"
+        return f"run the same command with --resume to continue from {since}"
 
     def _apply_retention(self) -> None:
         written = self.manifest.get("checkpoints", {})
@@ -210,3 +244,14 @@ class Checkpointer:
         if self.is_main and self.manifest:
             self.manifest["finished"] = now()
             write_manifest(self.run.manifest_path, self.manifest)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of every tensor in a nest of dicts, lists and tuples: what a checkpoint of it needs on disk."""
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, Mapping):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0

@@ -1,5 +1,9 @@
 """Durable file writes: a crash never leaves a half-written result, checkpoint or pack behind.
 
+Outputs are checked before the work that produces them (:func:`ensure_writable`, :func:`check_free_space`), and a
+write that fails for lack of space (ENOSPC, EDQUOT, EFBIG, or torch.save's "unexpected pos") becomes one
+:class:`DiskFullError` line saying what needs how much space where (:func:`reporting_disk_full`).
+
 Every temporary file or folder we create beside its target is named ``.<target>.tmp-<host>-<pid>-<token>``,
 so the next start can tell its own leftovers from live work: :func:`remove_stale_temp_files` removes only
 those whose host is this host and whose process is gone (a live DDP rank or a parallel runner, even on another
@@ -7,6 +11,7 @@ node sharing the folder, is never disturbed).
 """
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import re
@@ -15,10 +20,12 @@ import shutil
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+
+from lib.utils.errors import UserError
 
 # A test-only hook (read at each rename): when a target's file name matches this glob, the writer prints
 # PAUSE_MARKER and the temporary path to stderr and sleeps before the rename, so a test can kill it there.
@@ -145,3 +152,157 @@ def move_aside(path: str | Path) -> Path:
         target = path.with_name(f"{path.name}.moved-{stamp}-{counter}")
     os.rename(path, target)
     return target
+
+
+# ---------------------------------------------------------------------------------------- checked outputs
+
+class OutputError(UserError):
+    """An output location cannot be written (a file in the way, no permission, a read-only file system)."""
+
+
+class DiskFullError(UserError):
+    """There is not enough space (or quota, or file-size allowance) for an output."""
+
+
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# torch.save reports a failed write only through its zip writer's messages, without an errno.
+_TORCH_WRITE_FAILURES = ("unexpected pos", "enforce fail at inline_container", "PytorchStreamWriter failed")
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _why_unwritable(folder: Path, err: OSError) -> str:
+    ancestor = _existing_ancestor(folder)
+    if ancestor.exists() and not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    return f"{err.strerror or err}" + (f" ({err.filename})" if err.filename else "")
+
+
+def ensure_writable(folder: str | Path, what: str, create: bool = True) -> Path:
+    """Prove that files can be made in ``folder`` before any work is done (``create``: make it now; else probe
+    the nearest existing folder above it, so a run that fails its later start-up checks leaves no empty folders).
+
+    A probe file is created and removed: ``os.access`` answers yes to root even where a write would fail.
+    """
+    folder = Path(folder)
+    try:
+        if create:
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder
+        else:
+            target = _existing_ancestor(folder.absolute())
+            if not target.is_dir():
+                raise NotADirectoryError(20, "Not a directory", str(target))
+        probe = temp_sibling(target / "write-probe")
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        os.unlink(probe)
+    except OSError as err:
+        raise OutputError(f"cannot write {what} in {folder}: {_why_unwritable(folder, err)}; choose another "
+                          "location or make it writable") from None
+    return folder
+
+
+def ensure_writable_file(path: str | Path | None, what: str) -> Path | None:
+    """:func:`ensure_writable` for the folder of the file ``path`` (None: no such output asked for)."""
+    if path is None:
+        return None
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"cannot write {what} to {path}: it is a folder; give a file name")
+    ensure_writable(path.parent, what)
+    return path
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(count) < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"
+
+
+def free_bytes(folder: str | Path) -> int:
+    return shutil.disk_usage(_existing_ancestor(Path(folder).resolve())).free
+
+
+def _no_space_message(what: str, where: Path, needed: int | None, free: int | None, hint: str) -> str:
+    size = f"it needs about {format_bytes(needed)}" if needed is not None else "it needs more space"
+    if free is not None:
+        size += f", {format_bytes(free)} free"
+    return (f"no space to write {what} to {where} (disk full, quota or file-size limit; {size}); free some space "
+            f"or choose another location, then {hint}")
+
+
+def check_free_space(folder: str | Path, needed_bytes: int, what: str, hint: str) -> None:
+    """Stop before a write of about ``needed_bytes`` that cannot fit in ``folder``'s file system."""
+    free = free_bytes(folder)
+    if free < needed_bytes:
+        raise DiskFullError(_no_space_message(what, Path(folder), needed_bytes, free, hint))
+
+
+def is_disk_full(err: BaseException | None) -> bool:
+    """Whether ``err`` (or what caused it) is a write that failed for lack of space, quota or file size."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS:
+            return True
+        text = str(err)
+        if isinstance(err, RuntimeError) and any(marker in text for marker in _TORCH_WRITE_FAILURES):
+            return True
+        if not isinstance(err, OSError) and any(os.strerror(code) in text for code in DISK_FULL_ERRNOS):
+            return True  # e.g. lmdb.Error, which carries the C library's message only
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+@contextmanager
+def reporting_disk_full(what: str, where: str | Path, needed: int | Callable[[], int] | None,
+                        hint: str) -> Iterator[None]:
+    """Turn a write that fails for lack of space into one :class:`DiskFullError` line.
+
+    ``needed`` may be a function, so that an expensive estimate is made only when a write failed. The writer
+    inside must remove its partial output (as :func:`atomic_path` does).
+    """
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        known = is_disk_full(err)
+        if not known and not _is_io_error(err):
+            raise
+        size = needed() if callable(needed) else needed
+        try:
+            free: int | None = free_bytes(where)
+        except OSError:
+            free = None
+        if not known and not _short_of_space(size, free):
+            raise
+        raise DiskFullError(_no_space_message(what, Path(where), size, free, hint)) from err
+
+
+def _is_io_error(err: BaseException) -> bool:
+    """EIO: what LMDB reports for a short write, which is how a full disk or a file-size limit often shows."""
+    return (isinstance(err, OSError) and err.errno == errno.EIO) or os.strerror(errno.EIO) in str(err)
+
+
+def _short_of_space(needed: int | None, free: int | None) -> bool:
+    """Whether ``needed`` bytes exceed the free space or this process's file-size limit (RLIMIT_FSIZE)."""
+    if needed is None:
+        return False
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (ImportError, OSError, ValueError):
+        limit = -1
+    return (free is not None and needed > free) or (limit >= 0 and needed > limit)
+
+
+def folder_bytes(folder: str | Path) -> int:
+    """Total size of the files under ``folder`` (what a pack of it needs, at least)."""
+    return sum(entry.stat().st_size for entry in Path(folder).rglob("*") if entry.is_file())

@@ -70,7 +70,16 @@ def _read_settings_file(path: Path) -> dict:
     if unknown:
         raise SettingsError(f"{path}: unknown setting(s) {sorted(unknown)}; allowed: "
                             f"{list(_ROOT_KEYS) + ['datasets']}")
+    for key in _ROOT_KEYS:
+        if content.get(key) is not None and not isinstance(content[key], str):
+            raise SettingsError(f"{path}: '{key}' must be a folder path (a string), got {content[key]!r}")
     datasets = content.get("datasets") or {}
+    if not isinstance(datasets, dict):
+        raise SettingsError(f"{path}: 'datasets' must be a mapping of dataset name to folder (e.g. 'datasets: "
+                            f"{{lasot: /data/LaSOT}}'), got {datasets!r}")
+    wrong = {name: value for name, value in datasets.items() if value is not None and not isinstance(value, str)}
+    if wrong:
+        raise SettingsError(f"{path}: 'datasets' entries must be folder paths (strings), got {wrong}")
     unknown = set(datasets) - set(DATASET_SUBDIRS)
     if unknown:
         raise SettingsError(f"{path}: unknown dataset(s) {sorted(unknown)} under 'datasets'; "

@@ -16,7 +16,9 @@ class Sequence:
     ``ground_truth_rect`` is an (N, 4) float64 array of ``[x, y, w, h]`` boxes, one row per frame (NaN rows
     for absent targets where the benchmark marks them so). Test splits that only publish the first box
     (GOT-10k test, TrackingNet test) have a single row. ``dataset`` is the evaluation tag
-    (``'lasot'``, ``'otb'``, ``'uav'``, ...) that selects the per-benchmark metric rules.
+    (``'lasot'``, ``'otb'``, ``'uav'``, ...) that selects the per-benchmark metric rules. A sequence whose files
+    cannot be read (a corrupt ground truth) has no frames and says why in ``load_error``, so that it fails alone
+    when tracked instead of stopping the whole benchmark.
     """
 
     name: str
@@ -26,6 +28,7 @@ class Sequence:
     target_visible: np.ndarray | None = None
     object_class: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    load_error: str | None = None
 
     def __post_init__(self) -> None:
         gt = np.asarray(self.ground_truth_rect, dtype=np.float64)

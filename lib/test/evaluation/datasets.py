@@ -20,7 +20,7 @@ from lib.test.evaluation.benchmarks.tnl2k import read_tnl2k
 from lib.test.evaluation.benchmarks.trackingnet import read_trackingnet
 from lib.test.evaluation.benchmarks.uav import read_uav
 from lib.test.evaluation.data import Sequence, SequenceList
-from lib.utils.errors import SettingsError, UserError
+from lib.utils.errors import DatasetError, SettingsError, UserError
 from lib.utils.paths import Paths, get_paths
 
 Reader = Callable[[Path, Iterable[str] | None], list[Sequence]]
@@ -55,11 +55,13 @@ def dataset_names() -> list[str]:
 
 
 def get_dataset(name: str, paths: Paths | None = None, root: str | Path | None = None,
-                sequences: Iterable[str] | None = None) -> SequenceList:
+                sequences: Iterable[str] | None = None, skip_unreadable: bool = False) -> SequenceList:
     """The sequences of benchmark ``name``.
 
     ``root`` overrides the configured dataset folder (required for ``'folder'``); ``sequences`` restricts the
-    list to those names (in benchmark order), e.g. to use part of a benchmark or a partial download.
+    list to those names (in benchmark order), e.g. to use part of a benchmark or a partial download. A sequence
+    with an unreadable ground truth is an error, unless ``skip_unreadable`` keeps it as a placeholder that
+    fails alone when tracked (``Sequence.load_error``), so it never stops the others.
     """
     key = name.lower()
     if key not in BENCHMARKS:
@@ -75,4 +77,9 @@ def get_dataset(name: str, paths: Paths | None = None, root: str | Path | None =
         root = (paths or get_paths()).dataset_dir(benchmark.root_setting)
     if isinstance(sequences, str):
         sequences = [sequences]
-    return SequenceList(benchmark.reader(root, sequences))
+    found = SequenceList(benchmark.reader(root, sequences))
+    unreadable = [seq.load_error for seq in found if seq.load_error]
+    if unreadable and not skip_unreadable:
+        more = f" (and {len(unreadable) - 1} more sequences)" if len(unreadable) > 1 else ""
+        raise DatasetError(unreadable[0] + more)
+    return found

@@ -19,6 +19,8 @@ from lib.utils.errors import UserError
 from lib.utils.profiling import count_macs_exact, count_macs_published, time_callable
 from lib.utils.synthetic import moving_square_clip
 
+MAX_FRAME_SIDE = 8192  # generated frames larger than 8K only measure the machine's memory
+
 
 def parse_frame_size(text: str) -> tuple[int, int]:
     """``'640x360'`` -> (640, 360)."""
@@ -26,14 +28,27 @@ def parse_frame_size(text: str) -> tuple[int, int]:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise UserError(f"--frame_size must look like 640x360, got '{text}'") from None
+    if not (1 <= width <= MAX_FRAME_SIDE and 1 <= height <= MAX_FRAME_SIDE):
+        raise UserError(f"--frame_size {text}: width and height must be 1..{MAX_FRAME_SIDE} pixels, e.g. 640x360")
     return width, height
+
+
+def check_settings(settings: ProfileSettings) -> tuple[int, int]:
+    """The counts must be able to measure something; returns the frame size. Checked before anything is built."""
+    if settings.iterations < 1:
+        raise UserError(f"--iterations must be at least 1 (timed calls behind each median), got {settings.iterations}")
+    if settings.warmup < 0:
+        raise UserError(f"--warmup must be at least 0, got {settings.warmup}")
+    if settings.threads is not None and settings.threads < 1:
+        raise UserError(f"--threads must be at least 1 (or left out for torch's choice), got {settings.threads}")
+    return parse_frame_size(settings.frame_size)
 
 
 def profile_tracker(settings: ProfileSettings) -> ProfileResult:
     """Build the tracker of ``settings`` (random weights seeded 0 without a checkpoint) and measure it."""
     if settings.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but CUDA is not available; use --device cpu")
-    width, height = parse_frame_size(settings.frame_size)
+    width, height = check_settings(settings)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     cfg = load_config(settings.config, overrides=settings.opts, script=settings.script)
@@ -68,7 +83,7 @@ def profile_tracker(settings: ProfileSettings) -> ProfileResult:
     overhead = statistics.median(
         total - net for total, net in zip(tracker_timing.samples, in_frame_network_ms, strict=True))
     return ProfileResult(
-        config=settings.config, opts=list(settings.opts), backend=settings.backend, template_size=model.template_size,
+        config=settings.config, opts=list(settings.opts), backend=timed.name, template_size=model.template_size,
         search_size=model.search_size, device=settings.device,
         device_name=torch.cuda.get_device_name() if sync else platform.processor() or platform.machine(),
         threads=timed.threads, params_M=params / 1e6, macs_published_G=macs_published / 1e9,

@@ -42,14 +42,15 @@ from lib.test.evaluation.results_store import (
     result_problem,
 )
 from lib.utils.boxes import InvalidBoxError, validate_init_box
-from lib.utils.errors import UserError
+from lib.utils.errors import DatasetError, UserError
 from lib.utils.image import read_rgb
-from lib.utils.io import atomic_write_text, remove_stale_temp_files
+from lib.utils.io import DiskFullError, atomic_write_text, remove_stale_temp_files, reporting_disk_full
 from lib.utils.provenance import now, write_manifest
 from lib.utils.run_layout import MANIFEST_NAME, result_files, results_subfolder
 
 _THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _PR_SET_PDEATHSIG = 1
+RERUN_HINT = "run the same command again: sequences with results are kept and skipped"
 
 
 class Tracker(Protocol):
@@ -96,6 +97,8 @@ def _output_box(output: Any, frame_index: int, seq_name: str) -> np.ndarray:
 
 def track_sequence(tracker: Tracker, seq: Sequence) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (N, 4) and seconds per frame (N,); image reading is not timed, as in OSTrack."""
+    if seq.load_error:
+        raise DatasetError(seq.load_error)
     if len(seq) == 0:
         raise UserError(f"sequence '{seq.name}' has no frames; check its frame folder")
     boxes = np.empty((len(seq), 4), dtype=np.float64)
@@ -142,8 +145,11 @@ def run_sequence(tracker: Tracker, seq: Sequence, result_path_base: str | Path) 
     """Track ``seq`` and write its two result files; errors propagate (see :func:`run_dataset` for handling)."""
     boxes, seconds = track_sequence(tracker, seq)
     box_file, time_file = result_files(result_path_base)
-    atomic_write_text(time_file, format_times(seconds))
-    atomic_write_text(box_file, format_boxes(boxes))
+    times, box_text = format_times(seconds), format_boxes(boxes)
+    with reporting_disk_full(f"the results of sequence '{seq.name}'", box_file.parent, len(times) + len(box_text),
+                             RERUN_HINT):
+        atomic_write_text(time_file, times)
+        atomic_write_text(box_file, box_text)
     return SequenceResult(seq.name, "done", len(seq), float(seconds.sum()))
 
 
@@ -157,6 +163,8 @@ def _failure(name: str, err: BaseException, context: str = "") -> SequenceResult
 def _attempt(tracker: Tracker, seq: Sequence, results_dir: Path, debug: bool) -> SequenceResult:
     try:
         return run_sequence(tracker, seq, result_path_base(results_dir, seq))
+    except DiskFullError:
+        raise  # every other sequence would fail the same way: stop the run
     except Exception as err:
         if debug:
             raise
@@ -306,6 +314,8 @@ def _run_parallel(build_tracker: TrackerBuilder, pending: list[Sequence], result
             except BrokenProcessPool:
                 result = SequenceResult(name, "failed", error="a worker process died (out of memory, or a crash in "
                                                               "native code); run again to retry this sequence")
+            except DiskFullError:
+                raise
             except Exception as err:  # building the tracker failed, or a result could not be sent back
                 if debug:
                     raise

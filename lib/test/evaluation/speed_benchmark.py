@@ -2,11 +2,12 @@
 
 Per back-end: its network latency, the end-to-end tracker speed on real OTB frames (crop + normalise + network +
 Hann window + decode; frames decoded beforehand, as the evaluation harness excludes image reading), the
-speed-up over the eager network alone, the deviation of its maps from eager on fixed inputs, and the per-frame
-IoU of its boxes against the eager fp32 tracker. Ratios, not pass/fail: the 1-minute load average is recorded
-with every timing, since on a shared machine the numbers are only as good as the load allows. A last control
-row, ``fp32+noise``, tracks with eager plus seeded noise on its maps: its drift shows how much of the fast
-modes' drift the model's own sensitivity explains.
+speed-up over the eager network alone, the deviation of its maps from eager on fixed inputs, the per-frame
+IoU of its boxes against the eager fp32 tracker, and its accuracy gate on the tracked frames (map deviation and
+same-state IoU on every frame, :mod:`lib.test.tracker.backends.gate`). Ratios, not pass/fail: the 1-minute
+load average is recorded with every timing, since on a shared machine the numbers are only as good as the load
+allows. A last control row, ``fp32+noise``, tracks with eager plus seeded noise on its maps: its drift shows
+how much of the fast modes' drift the model's own sensitivity explains.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ from lib.test.evaluation.speed_report import (
     format_row,
     format_setup,
 )
-from lib.test.tracker.backends import MAP_NAMES, BackendError, TimedBackend, build_backend
+from lib.test.tracker.backends import AUTO, MAP_NAMES, BackendError, TimedBackend, build_backend
+from lib.test.tracker.backends.gate import GateSequence, evaluate_gate, map_deviation, reference_run, report_failure
 from lib.test.tracker.ostrack import OSTrackTracker
 from lib.utils.boxes import pytracking_box_iou
 from lib.utils.errors import UserError
@@ -103,29 +105,17 @@ def track_sequences(tracker: OSTrackTracker, sequences: list[dict[str, Any]], wa
             "network_in_frame_ms": statistics.median(network_ms), "outside_network_ms": statistics.median(outside)}
 
 
-def track_from_states(tracker: OSTrackTracker, sequences: list[dict[str, Any]],
-                      states: dict[str, list]) -> dict[str, list]:
-    """Each frame tracked from the reference tracker's previous box ("same state", untimed).
-
-    Free-running trajectories of two slightly different networks can part for good after one ambiguous
-    frame; starting every frame from the same state measures the per-frame disagreement alone.
-    """
-    boxes = {}
-    for seq in sequences:
-        ref = states[seq["name"]]
-        result = [tracker.initialize(seq["frames"][0], {"init_bbox": seq["init_bbox"]})["target_bbox"]]
-        for i, frame in enumerate(seq["frames"][1:]):
-            tracker.state = list(ref[i])
-            result.append(tracker.track(frame)["target_bbox"])
-        boxes[seq["name"]] = result
-    return boxes
-
-
 def box_agreement(boxes: dict[str, list], reference: dict[str, list]) -> dict[str, Any]:
     """Per-frame IoU against the reference tracker's boxes (the shared initial frame excluded)."""
+    return iou_agreement({name: pytracking_box_iou(np.asarray(boxes[name][1:], float), np.asarray(ref[1:], float))
+                          for name, ref in reference.items()})
+
+
+def iou_agreement(per_sequence_iou: dict[str, Any]) -> dict[str, Any]:
+    """Min, mean and frames below 0.9 of per-frame IoUs, overall and per sequence."""
     per_seq, all_iou = {}, []
-    for name, ref in reference.items():
-        iou = pytracking_box_iou(np.asarray(boxes[name][1:], float), np.asarray(ref[1:], float))
+    for name, iou in per_sequence_iou.items():
+        iou = np.asarray(iou, float)
         per_seq[name] = {"min": float(np.min(iou)), "mean": float(np.mean(iou)),
                          "frames_below_0.9": int(np.sum(iou < 0.9))}
         all_iou.append(iou)
@@ -164,15 +154,10 @@ def fixed_inputs(model: OSTrack, sequences: list[dict[str, Any]] | None, cfg: An
     return inputs
 
 
-def map_deviation(backend: Callable, reference: list[dict], inputs: list[tuple]) -> dict[str, dict[str, float]]:
+def fixed_input_deviation(backend: Callable, reference: list[dict], inputs: list[tuple]
+                          ) -> dict[str, dict[str, float]]:
     """Max absolute and relative (to the map's max |value|) deviation from eager, over all fixed inputs."""
-    result = {}
-    outs = [backend(*inp) for inp in inputs]
-    for name in MAP_NAMES:
-        abs_dev = max(float((o[name].float() - r[name]).abs().max()) for o, r in zip(outs, reference, strict=True))
-        scale = max(float(r[name].abs().max()) for r in reference)
-        result[name] = {"abs": abs_dev, "rel": abs_dev / max(scale, 1e-12)}
-    return result
+    return map_deviation([backend(*inp) for inp in inputs], reference)
 
 
 class PerturbedEager:
@@ -266,6 +251,12 @@ def measure_backends(cfg: Any, model: OSTrack, backends: Sequence[str], sequence
     if control_noise > 0:
         names.append(CONTROL_NAME)
     reference_boxes = None
+    gate_sequences = [GateSequence(s["name"], s["frames"], s["init_bbox"]) for s in sequences]
+
+    def make_tracker(network_fn: Callable) -> OSTrackTracker:
+        return OSTrackTracker.from_config(cfg, model=model, network_fn=network_fn)
+
+    gate_reference = reference_run(eager, gate_sequences, make_tracker) if sequences else None
     for name in names:
         torch.set_num_threads(threads)  # an ONNX back-end leaves torch at one thread
         entry: dict[str, Any] = {"load_start": loadavg()}
@@ -281,6 +272,8 @@ def measure_backends(cfg: Any, model: OSTrack, backends: Sequence[str], sequence
             backend = timed.backend
             entry["build_s"] = time.perf_counter() - start
             entry["info"] = backend.describe()
+            if name == AUTO:
+                name = f"{AUTO}={backend.name}"  # the row says what it resolved to
         except BackendError as err:
             log(f"{name:14s} skipped: {err}")
             result.backends[name] = {"skipped": str(err)}
@@ -301,14 +294,15 @@ def measure_backends(cfg: Any, model: OSTrack, backends: Sequence[str], sequence
                          e2e_ratio_paired=tracked["fps"] * paired / 1000)
             if reference_boxes is None:  # this is the eager tracker
                 reference_boxes = boxes
-                same_state = boxes
-            else:
-                same_state = track_from_states(tracker, sequences, reference_boxes)
+            gate = evaluate_gate(name, backend, gate_reference, gate_sequences, make_tracker)
+            if name != CONTROL_NAME:
+                report_failure(gate)
             entry["vs_ground_truth"] = ground_truth_iou(boxes, sequences)
             entry["agreement"] = box_agreement(boxes, reference_boxes)
-            entry["agreement_same_state"] = box_agreement(same_state, reference_boxes)
+            entry["agreement_same_state"] = iou_agreement(gate.iou_per_sequence)
+            entry["gate"] = gate.to_dict()
         with torch.no_grad():
-            entry["deviation"] = map_deviation(backend, reference, inputs)
+            entry["deviation"] = fixed_input_deviation(backend, reference, inputs)
         entry["load_end"] = loadavg()
         result.backends[name] = entry
         log(format_row(name, entry))

@@ -76,9 +76,12 @@ class BenchmarkResult:
 
     @property
     def best(self) -> tuple[str, float, float, float] | None:
-        """(name, e2e ratio, min IoU vs eager, paired e2e ratio) of the fastest tracked back-end, control aside."""
+        """(name, e2e ratio, min IoU vs eager, paired e2e ratio) of the fastest tracked back-end that passed its
+        accuracy gate, control aside."""
         best = None
         for name, entry in self.backends.items():
+            if not entry.get("gate", {}).get("passed", True):
+                continue
             if "e2e_ratio" in entry and name != CONTROL_NAME and (best is None or entry["e2e_ratio"] > best[1]):
                 best = (name, entry["e2e_ratio"], entry.get("agreement", {}).get("iou_min", float("nan")),
                         entry["e2e_ratio_paired"])
@@ -126,15 +129,23 @@ def format_row(name: str, e: dict[str, Any]) -> str:
     return text
 
 
+def gate_text(entry: dict[str, Any]) -> str:
+    """'pass', 'FAIL' or '-' (no frames tracked) for one back-end's accuracy gate."""
+    gate = entry.get("gate")
+    return "-" if gate is None else ("pass" if gate["passed"] else "FAIL")
+
+
 def format_report(result: BenchmarkResult) -> str:
     """The summary table, per-sequence agreement and verdict (``result`` is only read)."""
+    from lib.test.tracker.backends.gate import MAP_DEVIATION_LIMIT, SAME_STATE_IOU_LIMIT
+
     nan = float("nan")
     lines = ["", f"eager fp32 network only: {result.eager_network_ms:.1f} ms at the start, "
                  f"{result.eager_network_ms_end:.1f} ms at the end (load {result.eager_load} -> "
                  f"{result.eager_load_end})"]
     header = (f"{'backend':14s} | {'net ms':>7s} | {'net x':>5s} | {'trk ms':>7s} | {'trk fps':>7s} | "
               f"{'e2e x':>5s} | {'pair x':>6s} | {'dScore':>7s} | {'dSize':>7s} | {'dOffset':>7s} | "
-              f"{'IoUmin':>6s} | {'IoUmean':>7s} | {'<0.9':>7s} | {'ss min':>6s} | {'ss<0.9':>6s}")
+              f"{'IoUmin':>6s} | {'IoUmean':>7s} | {'<0.9':>7s} | {'ss min':>6s} | {'ss<0.9':>6s} | {'gate':>4s}")
     lines += [header, "-" * len(header)]
     for name, e in result.backends.items():
         if "skipped" in e:
@@ -150,11 +161,14 @@ def format_report(result: BenchmarkResult) -> str:
             f"{e.get('e2e_ratio', nan):5.2f} | {e.get('e2e_ratio_paired', nan):6.2f} | "
             f"{dev['score_map']['abs']:7.1e} | {dev['size_map']['abs']:7.1e} | {dev['offset_map']['abs']:7.1e} | "
             f"{agree.get('iou_min', nan):6.3f} | {agree.get('iou_mean', nan):7.3f} | "
-            f"{below:>7s} | {same.get('iou_min', nan):6.3f} | {same.get('frames_below_0.9', '-'):>6}")
+            f"{below:>7s} | {same.get('iou_min', nan):6.3f} | {same.get('frames_below_0.9', '-'):>6} | "
+            f"{gate_text(e):>4s}")
     lines.append("e2e x = end-to-end tracker fps / eager fp32 network-only fps (crop + network + post-processing); "
                  "pair x: the same against eager timed again just before that back-end (load drift); "
                  "IoU: per-frame IoU of the free-running tracker's boxes vs the eager fp32 tracker's; ss = same "
-                 "state: every frame tracked from the eager tracker's previous box.")
+                 "state: every frame tracked from the eager tracker's previous box; gate: map deviation on the "
+                 f"tracked frames <= {MAP_DEVIATION_LIMIT:.0e} (relative) and same-state IoU >= "
+                 f"{SAME_STATE_IOU_LIMIT} on every frame.")
     tracked = {name: e for name, e in result.backends.items() if "agreement" in e}
     if tracked:
         sequence_names = list(next(iter(tracked.values()))["vs_ground_truth"])

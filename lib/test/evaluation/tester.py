@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lib.test.evaluation.running import RunReport
-from lib.utils.errors import UserError
+from lib.utils.errors import DatasetError, UserError
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,9 @@ def check_devices(run: TestRun) -> None:
     from lib.test.tracker.backends import BACKENDS
 
     if run.workers < 0 or run.num_gpus < 0:
-        raise UserError("--threads and --num_gpus must be >= 0")
+        raise UserError(f"--threads and --num_gpus must be >= 0, got {run.workers} and {run.num_gpus}")
+    if run.run_id is not None and run.run_id < 0:
+        raise UserError(f"--runid must be >= 0, got {run.run_id}")
     if run.backend not in BACKENDS:
         raise UserError(f"unknown --backend '{run.backend}'; choose one of {list(BACKENDS)}")
     wants_gpu = run.device == "cuda" or run.num_gpus > 0
@@ -55,8 +57,9 @@ def track_benchmark(run: TestRun) -> RunReport:
     from lib.test.evaluation.results_store import checkpoint_identity
     from lib.test.evaluation.running import run_dataset
     from lib.test.tracker.factory import TrackerFactory, default_checkpoint
+    from lib.utils.io import ensure_writable
     from lib.utils.paths import get_paths
-    from lib.utils.run_layout import onnx_cache_dir, results_folder
+    from lib.utils.run_layout import backend_choice_dir, onnx_cache_dir, results_folder
 
     check_devices(run)
     paths = get_paths(save_dir=run.save_dir)
@@ -66,26 +69,36 @@ def track_benchmark(run: TestRun) -> RunReport:
     checkpoint = run.checkpoint or str(default_checkpoint(paths, run.script, config_name, cfg.TEST.EPOCH))
     options: dict[str, Any] = {}
     if run.backend != "eager":
-        options = {"backend": run.backend, "backend_options": {"cache_dir": str(onnx_cache_dir(paths))}}
+        options = {"backend": run.backend,
+                   "backend_options": {"cache_dir": str(ensure_writable(onnx_cache_dir(paths), "the ONNX cache")),
+                                       "choice_dir": str(backend_choice_dir(paths))}}
     factory = TrackerFactory(run.config, run.script, checkpoint, tuple(run.overrides), tracker_options=options)
-    factory(run.device)  # fail early on a checkpoint that does not fit the config (and export ONNX once, here)
+    # fail early on a checkpoint that does not fit the config (and export ONNX once, here); 'auto' -> its choice
+    factory, backend = factory.resolved(run.device)
+    results_dir = results_folder(paths, run.script, config_name, run.run_id, backend)
+    ensure_writable(results_dir, "tracking results")  # before a single frame is tracked
 
-    sequences = get_dataset(run.dataset, paths=paths, root=run.dataset_root, sequences=run.sequences)
+    sequences = get_dataset(run.dataset, paths=paths, root=run.dataset_root, sequences=run.sequences,
+                            skip_unreadable=True)
     if run.sequence is not None:
         sequences = [select_sequence(sequences, run.sequence, run.dataset)]
-    identity = checkpoint_identity(cfg.to_dict(), checkpoint, run.backend, config_file=str(config_file.resolve()),
+    identity = checkpoint_identity(cfg.to_dict(), checkpoint, backend, config_file=str(config_file.resolve()),
                                    overrides=list(run.overrides), script=run.script, run_id=run.run_id)
     num_gpus = max(run.num_gpus, 1) if run.device == "cuda" else run.num_gpus
-    return run_dataset(factory, sequences, results_folder(paths, run.script, config_name, run.run_id, run.backend),
-                       threads=run.workers, num_gpus=num_gpus, debug=run.debug, show_progress=run.progress,
-                       identity=identity, dataset=run.dataset, force=run.force)
+    return run_dataset(factory, sequences, results_dir, threads=run.workers, num_gpus=num_gpus, debug=run.debug,
+                       show_progress=run.progress, identity=identity, dataset=run.dataset, force=run.force)
 
 
 def select_sequence(sequences, key: str, dataset: str):
-    """One sequence by index or by name."""
+    """One sequence by index or by name (an unreadable one is an error of its own, not of the others)."""
+    chosen = None
     if key.isdigit() and int(key) < len(sequences):
-        return sequences[int(key)]
-    if key in sequences.names():
-        return sequences[key]
+        chosen = sequences[int(key)]
+    elif key in sequences.names():
+        chosen = sequences[key]
+    if chosen is not None and chosen.load_error:
+        raise DatasetError(chosen.load_error)
+    if chosen is not None:
+        return chosen
     raise UserError(f"sequence '{key}' is not in dataset '{dataset}' ({len(sequences)} sequences; give a name "
                     "or an index)")

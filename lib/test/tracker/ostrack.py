@@ -16,8 +16,8 @@ import torch
 
 from lib.models.head import decode_boxes
 from lib.models.ostrack import OSTrack
-from lib.utils.boxes import validate_init_box
-from lib.utils.crop import box_to_crop, sample_target
+from lib.utils.boxes import InvalidBoxError, validate_init_box
+from lib.utils.crop import box_to_crop, crop_geometry, crop_memory_bytes, sample_target
 
 NetworkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], Mapping[str, torch.Tensor]]
 
@@ -51,13 +51,15 @@ class OSTrackTracker:
     back-ends (bf16, ONNX Runtime) plug in there without changing the tracking logic, by name (``backend``,
     ``backend_options``, see :func:`lib.test.tracker.backends.build_backend`) or as a callable (``network_fn``).
     ``backend_options={"timed": True}`` makes ``backend`` a :class:`~lib.test.tracker.backends.TimedBackend`
-    that records the network's time inside every tracked frame.
+    that records the network's time inside every tracked frame. An initial box whose crops would take more than
+    ``crop_memory_mb`` is refused by name (a crop grows with the square of the box side, up to the machine's end).
     """
 
     def __init__(self, model: OSTrack, template_factor: float, search_factor: float,
                  mean: Sequence[float] = (0.485, 0.456, 0.406), std: Sequence[float] = (0.229, 0.224, 0.225),
                  device: str | torch.device = "cpu", network_fn: NetworkFn | None = None, backend: str = "eager",
-                 backend_options: Mapping[str, Any] | None = None) -> None:
+                 backend_options: Mapping[str, Any] | None = None, crop_memory_mb: float = 512) -> None:
+        self.crop_memory_mb = crop_memory_mb
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         # The crops are cut at the sizes the network was built for, so they cannot disagree with it.
@@ -91,6 +93,7 @@ class OSTrackTracker:
             model = build_model(cfg, training=False)
             if checkpoint is not None:
                 load_weights(model, checkpoint, strict=True)
+        kwargs.setdefault("crop_memory_mb", cfg.TEST.CROP_MEMORY_MB)
         return cls(model, cfg.TEST.TEMPLATE_FACTOR, cfg.TEST.SEARCH_FACTOR, cfg.DATA.MEAN, cfg.DATA.STD,
                    device=device, **kwargs)
 
@@ -105,7 +108,7 @@ class OSTrackTracker:
             return None
         from lib.test.tracker.backends import BackendError, build_backend
 
-        if self.device.type != "cpu" and name != "eager":
+        if self.device.type != "cpu" and name not in ("eager", "auto"):  # 'auto' is eager off the CPU
             raise BackendError(f"back-end '{name}' runs on the CPU only; use backend='eager' on {self.device}")
         return build_backend(name, self.model, **dict(options or {}))
 
@@ -121,6 +124,7 @@ class OSTrackTracker:
     @torch.no_grad()
     def initialize(self, image: np.ndarray, info: Mapping[str, Any]) -> dict[str, Any]:
         box = validate_init_box(info["init_bbox"], image.shape)
+        self.check_crop_memory(box, image.shape)
         crop = sample_target(image, box, self.template_factor, self.template_size)
         template = torch.empty(1, 3, self.template_size, self.template_size, device=self.device)
         self.template = self._normalise_into(crop.image, template)
@@ -130,6 +134,17 @@ class OSTrackTracker:
         self.state = box
         self.frame_id = 0
         return {"target_bbox": list(box)}
+
+    def check_crop_memory(self, box: Sequence[float], image_shape: Sequence[int]) -> None:
+        """Refuse a box whose template or search crop would exceed ``crop_memory_mb`` (TEST.CROP_MEMORY_MB)."""
+        channels = image_shape[2] if len(image_shape) > 2 else 1
+        side = max(crop_geometry(box, factor)[2] for factor in (self.template_factor, self.search_factor))
+        needed_mb = crop_memory_bytes(side, channels) / 2**20
+        if needed_mb > self.crop_memory_mb:
+            raise InvalidBoxError(
+                f"initial box {[float(v) for v in box]} is too large to track: its {side}x{side} px crop "
+                f"needs {needed_mb:.0f} MB, over the crop memory budget TEST.CROP_MEMORY_MB={self.crop_memory_mb:g}; "
+                "check the box (x, y, w, h in pixels) or raise the budget")
 
     @torch.no_grad()
     def track(self, image: np.ndarray, info: Mapping[str, Any] | None = None) -> dict[str, Any]:

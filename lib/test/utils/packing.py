@@ -19,7 +19,7 @@ from lib.test.analysis.result_files import AUXILIARY_SUFFIXES, decode, load_resu
 from lib.test.evaluation.results_store import format_boxes
 from lib.utils import run_layout
 from lib.utils.errors import UserError
-from lib.utils.io import atomic_path
+from lib.utils.io import atomic_path, check_free_space, ensure_writable_file, reporting_disk_full
 from lib.utils.paths import get_paths
 
 GOT10K_TEST_SEQUENCES = 180
@@ -74,7 +74,10 @@ def write_zip(zip_path: Path, entries: dict[str, bytes | str], force: bool) -> N
         raise PackingError(f"{zip_path} already exists; pass --force to replace it or choose another --output")
     if zip_path.suffix != ".zip":
         raise PackingError(f"output {zip_path} must end in .zip")
-    with atomic_path(zip_path) as tmp:
+    needed = sum(len(content) for content in entries.values()) + 200 * len(entries)  # at most, uncompressed
+    what, hint = "the submission zip", "run the same command again (the results are untouched)"
+    check_free_space(zip_path.parent, needed, what, hint)
+    with reporting_disk_full(what, zip_path, needed, hint), atomic_path(zip_path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, content in entries.items():
                 archive.writestr(name, content)
@@ -154,4 +157,6 @@ PACKERS: dict[str, Callable[[Path, Path, bool], PackSummary]] = {"got10k": pack_
 def pack_results(tag: str, folder: str | Path, output: str | Path | None = None, force: bool = False) -> PackSummary:
     """Pack ``folder`` for the ``tag`` server into ``output`` (default: ``<folder>_submit.zip`` beside it)."""
     folder = Path(folder)
-    return PACKERS[tag](folder, Path(output) if output else default_zip_path(folder), force)
+    zip_path = Path(output) if output else default_zip_path(folder)
+    ensure_writable_file(zip_path, "the submission zip")
+    return PACKERS[tag](folder, zip_path, force)

@@ -118,13 +118,20 @@ def select_names(available: SequenceType[str], wanted: Iterable[str] | None, dat
 
 def build_sequences(names: SequenceType[str], build: Callable[[str], Sequence], dataset: str,
                     root: Path) -> list[Sequence]:
-    """Build every sequence; report all missing files at once, since a partial download is the usual cause."""
+    """Build every sequence; report all missing files at once, since a partial download is the usual cause.
+
+    A sequence whose files exist but do not parse is kept as a frameless placeholder naming the problem
+    (``Sequence.load_error``): it fails alone when tracked, and :func:`~lib.test.evaluation.datasets.get_dataset`
+    decides whether it stops the caller.
+    """
     sequences, missing = [], []
     for name in names:
         try:
             sequences.append(build(name))
         except FileNotFoundError as err:
             missing.append(f"{name}: {err.filename or err}")
+        except DatasetError as err:
+            sequences.append(Sequence(name, [], dataset, np.zeros((0, 4)), load_error=str(err)))
     if missing:
         shown = "; ".join(missing[:3]) + ("; ..." if len(missing) > 3 else "")
         raise DatasetError(
