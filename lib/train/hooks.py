@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 class CheckpointHook(HookBase):
     """Save a checkpoint after every epoch through the run's checkpointer (which applies retention).
 
-    The file holds the official keys (``net``, ``epoch``, ...) plus the trainer state for ``--resume``.
+    The file holds the official keys (``net``, ``epoch``, ...) plus the trainer state for ``--resume`` (with
+    the RNG states of every rank).
     Only the trained network is saved (a distillation teacher is not part of ``net``).
     """
 
@@ -31,11 +32,12 @@ class CheckpointHook(HookBase):
         self.actor_type = actor_type
 
     def after_epoch(self) -> None:
+        state = self.trainer.state_dict()  # every rank: it gathers each rank's RNG states to the one that saves
         if not self.checkpointer.is_main:
             return
         model = getattr(self.net, "module", self.net)
-        self.checkpointer.save(model, self.trainer.epoch, actor_type=self.actor_type,
-                               trainer=self.trainer.state_dict(), config=self.config)
+        self.checkpointer.save(model, self.trainer.epoch, actor_type=self.actor_type, trainer=state,
+                               config=self.config)
 
 
 class LoggingHook(HookBase):

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
@@ -22,13 +25,15 @@ from lib.models import OSTrack, build_model
 from lib.train.actor import TrackingActor, TrainingDivergedError
 from lib.train.checkpointer import Checkpointer, ResumePoint, retained_epochs
 from lib.train.data.frame_cache import FrameCache
+from lib.train.data.health import DataHealthHook
 from lib.train.data.processing import CropSettings, PairProcessing
 from lib.train.data.sampler import TrackingSampler, collate_pairs
 from lib.train.hooks import CheckpointHook, LoggingHook, ValidationHook
+from lib.train.launch import DEFAULT_COLLECTIVE_TIMEOUT_S, agent_store, restarted_launch
 from lib.train.trainer import Trainer
 from lib.utils.errors import ConfigError, UserError
 from lib.utils.paths import Paths, get_paths
-from lib.utils.run_layout import TrainingRun
+from lib.utils.run_layout import TrainingRun, cache_root
 
 log = logging.getLogger("lib.train")
 
@@ -48,17 +53,38 @@ class RunContext:
         return self.rank == 0
 
 
-def init_distributed(device: str) -> RunContext:
-    """Join the torchrun process group when launched by it (``WORLD_SIZE`` > 1)."""
+def init_distributed(device: str, collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT_S) -> RunContext:
+    """Join the torchrun process group when launched by it (``WORLD_SIZE`` > 1).
+
+    A rank that waits longer than ``collective_timeout`` seconds for the others (one froze, or its node was
+    lost) fails instead of hanging for torch's default of 30 minutes.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return RunContext()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
+        store = agent_store(world_size, collective_timeout)
+        rendezvous = {} if store is None else {"store": store, "rank": int(os.environ["RANK"]),
+                                               "world_size": world_size}
+        dist.init_process_group(backend="nccl" if device == "cuda" else "gloo",
+                                timeout=timedelta(seconds=collective_timeout), **rendezvous)
     context = RunContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
     if device == "cuda":
         torch.cuda.set_device(context.local_rank)
     return context
+
+
+def rank_seed(base_seed: int, rank: int) -> int:
+    """The seed a DDP rank trains with, as in the official code (base seed + rank): drop-path masks and any other
+    draw differ per rank. Pairs do not depend on it: each is drawn from its own (seed, epoch, index) seed."""
+    return base_seed + rank
+
+
+def seed_process(seed: int) -> None:
+    """Seed every generator a training step may draw from: python, numpy and torch (CPU and all GPUs)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def crop_network(model: OSTrack, distiller: Any | None) -> OSTrack:
@@ -77,10 +103,12 @@ def crop_settings(cfg: Config, network: OSTrack) -> tuple[CropSettings, CropSett
 def build_sampler(cfg: Config, split: str, paths: Paths, seed: int,
                   crops: tuple[CropSettings, CropSettings]) -> TrackingSampler:
     """The pair sampler over ``DATA.TRAIN`` or ``DATA.VAL`` datasets, cutting (template, search) ``crops``."""
-    from lib.train.data.datasets import CORRUPT_FRAME_ERRORS, build_dataset
+    from lib.train.data.datasets import build_dataset
+    from lib.train.data.validation import check_training_data
 
     section = cfg.DATA[split]
     datasets = [build_dataset(name, paths=paths) for name in section.DATASETS_NAME]
+    check_training_data(datasets, cache_root(paths), cfg.DATA.STRICT, cfg.DATA.MAX_SKIPPED_SHARE)
     if cfg.DATA.FRAME_CACHE_MB > 0:
         cache = FrameCache(int(cfg.DATA.FRAME_CACHE_MB * 2 ** 20))  # one budget shared by all datasets
         for dataset in datasets:
@@ -89,8 +117,7 @@ def build_sampler(cfg: Config, split: str, paths: Paths, seed: int,
     processing = PairProcessing(template, search, cfg.DATA.MEAN, cfg.DATA.STD, stride=cfg.MODEL.BACKBONE.STRIDE,
                                 train=split == "TRAIN")
     return TrackingSampler(datasets, section.DATASETS_RATIO, section.SAMPLE_PER_EPOCH, cfg.DATA.MAX_SAMPLE_INTERVAL,
-                           processing, seed=seed + (0 if split == "TRAIN" else 1_000_000),
-                           corrupt_errors=CORRUPT_FRAME_ERRORS)
+                           processing, seed=seed + (0 if split == "TRAIN" else 1_000_000))
 
 
 def build_loader(sampler: TrackingSampler, batch_size: int, num_workers: int, context: RunContext) -> DataLoader:
@@ -173,23 +200,30 @@ def _init_wandb(enabled: bool, save_dir: Path, name: str, cfg: Config, is_main: 
 def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None, resume: bool = False,
         use_wandb: bool = False, device: str = "cpu", num_workers: int | None = None, progress: bool = True,
         paths: Paths | None = None, force: bool = False, accept_config_changes: bool = False,
-        config_file: str | Path | None = None) -> Trainer:
+        config_file: str | Path | None = None, collective_timeout: float = DEFAULT_COLLECTIVE_TIMEOUT_S) -> Trainer:
     """Train as configured; returns the finished trainer (its hooks hold the history).
 
     ``force`` moves an existing run aside; ``accept_config_changes`` lets ``resume`` continue with a config
-    that differs from the stored one (the changes take effect, optimiser included).
+    that differs from the stored one (the changes take effect, optimiser included). Workers that torchrun
+    restarts (``--max_restarts``) resume the run their launch started, whatever the flags say.
     """
     if force and resume:
         raise UserError("--force starts a new run and --resume continues the old one; give one of them")
     paths = paths or get_paths(save_dir=save_dir)
-    context = init_distributed(device)
+    context = init_distributed(device, collective_timeout)
     layout = TrainingRun(paths, script, config_name)
+    launch_id, restart = restarted_launch()
     checkpointer = Checkpointer(layout, cfg.TRAIN.SAVE_EPOCH_INTERVAL, cfg.TRAIN.KEEP_LAST_EPOCHS, cfg.TRAIN.EPOCH,
-                                is_main=context.is_main)
+                                is_main=context.is_main, launch_id=launch_id)
+    if restart and checkpointer.started_by_launch():
+        resume, force = True, False  # the group was restarted: continue this launch's run, never move it aside
+        if context.is_main:
+            log.info("torchrun restarted the workers (restart %d): resuming the run from its last checkpoint",
+                     restart)
     checkpointer.check_start(resume, force)  # fail before the expensive builds below
     _warn_if_test_epoch_not_kept(cfg)
     torch_device = torch.device(f"cuda:{context.local_rank}" if device == "cuda" else "cpu")
-    torch.manual_seed(cfg.TRAIN.SEED)  # identical initial weights on every rank
+    torch.manual_seed(cfg.TRAIN.SEED)  # identical initial weights on every rank, then a seed per rank below
     model = build_model(cfg, training=True).to(torch_device)
     net: torch.nn.Module = model
     if context.world_size > 1:
@@ -197,6 +231,8 @@ def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None
             model, device_ids=[context.local_rank] if device == "cuda" else None, find_unused_parameters=False)
     distiller = build_distiller(cfg, model, torch_device, context.world_size)
     projections = getattr(distiller, "projections", None)
+    seed = rank_seed(cfg.TRAIN.SEED, context.rank)
+    seed_process(seed)
     actor = TrackingActor(net, cfg, distiller=distiller)
     optimizer, scheduler = build_optimizer(cfg, model, projections)
     workers = cfg.TRAIN.NUM_WORKER if num_workers is None else num_workers
@@ -210,11 +246,13 @@ def run(cfg: Config, script: str, config_name: str, save_dir: Path | None = None
         val_loader = build_loader(build_sampler(cfg, "VAL", paths, cfg.TRAIN.SEED, crops), cfg.TRAIN.BATCH_SIZE,
                                   workers, context)
         hooks.append(ValidationHook(val_loader, cfg.TRAIN.VAL_EPOCH_INTERVAL, context.is_main))
+    hooks.append(DataHealthHook(cfg.DATA.MAX_FAILED_DRAW_SHARE, cfg.TRAIN.BATCH_SIZE, context.is_main))
     hooks.append(CheckpointHook(checkpointer, net, cfg.to_dict(),
                                 actor_type="LoReTrackActor" if distiller else "OSTrackActor"))
     trainer = Trainer(actor, optimizer, train_loader, cfg.TRAIN.EPOCH, torch_device, cfg.TRAIN.GRAD_CLIP_NORM,
                       amp=cfg.TRAIN.AMP, scheduler=scheduler, hooks=hooks, trainable=model,
-                      extra_modules={"distill_projections": projections} if projections is not None else None)
+                      extra_modules={"distill_projections": projections} if projections is not None else None,
+                      rank=context.rank, seed=seed)
     if cfg.TRAIN.AMP and device != "cuda":
         log.warning("TRAIN.AMP is on but training runs on the CPU: AMP is skipped")
     point = checkpointer.start(cfg.to_dict(), config_file, resume=resume, force=force,

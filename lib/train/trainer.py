@@ -4,7 +4,8 @@ The loop runs steps (forward through the actor, backward with a GradScaler under
 optimiser step) and, after each epoch, steps the LR scheduler (per epoch, as OSTrack does) before the
 ``after_epoch`` hooks, so a checkpoint saved there holds the stepped scheduler. Logging, checkpointing and
 validation are hooks, so a new behaviour is a new hook rather than an edit of the loop. ``state_dict`` holds
-everything a bit-exact resume needs: model, optimiser, scheduler, scaler, epoch and RNG states.
+everything a bit-exact resume needs: model, optimiser, scheduler, scaler, epoch and the RNG states of every
+rank (each rank draws from its own seed, so each gets its own state back).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from lib.train.actor import TrackingActor
@@ -47,9 +49,12 @@ class Trainer:
     def __init__(self, actor: TrackingActor, optimizer: torch.optim.Optimizer, train_loader: Iterable,
                  max_epoch: int, device: torch.device | str = "cpu", grad_clip_norm: float = 0.0,
                  amp: bool = False, scheduler: Any | None = None, hooks: Sequence[HookBase] = (),
-                 trainable: nn.Module | None = None, extra_modules: Mapping[str, nn.Module] | None = None) -> None:
+                 trainable: nn.Module | None = None, extra_modules: Mapping[str, nn.Module] | None = None,
+                 rank: int = 0, seed: int | None = None) -> None:
         """``trainable`` is what gradient clipping sees (the network, unwrapped); ``extra_modules`` are trained
-        too and saved in the trainer state (e.g. distillation projections), but are not part of the network."""
+        too and saved in the trainer state (e.g. distillation projections), but are not part of the network.
+        ``rank`` picks this process's RNG states on resume; ``seed`` (the one this rank was seeded with) is
+        recorded beside them."""
         self.actor = actor
         self.optimizer = optimizer
         self.train_loader = train_loader
@@ -61,6 +66,8 @@ class Trainer:
         self.scheduler = scheduler
         self.trainable = trainable if trainable is not None else actor.net
         self.extra_modules = dict(extra_modules or {})
+        self.rank = rank
+        self.seed = seed
         self.epoch = 0  # last completed epoch
         self.iteration = 0
         self.epoch_stats: dict[str, list[float]] = defaultdict(list)
@@ -120,11 +127,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
+        """The state to resume from. Under DDP every rank must call it: it gathers each rank's RNG states."""
         state = {"epoch": self.epoch, "iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict(), "skipped": dict(self.skipped),
-                 "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": random.getstate()}}
-        if torch.cuda.is_available():
-            state["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+                 "rng": gather_from_ranks(self.rng_state())}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
         state["modules"] = {name: module.state_dict() for name, module in self.extra_modules.items()}
@@ -143,6 +149,26 @@ class Trainer:
             if name in self.extra_modules:
                 self.extra_modules[name].load_state_dict(module_state)
         rng = state.get("rng", {})
+        if isinstance(rng, Mapping):  # written before per-rank states: one state for every rank
+            self.load_rng_state(rng)
+        elif self.rank < len(rng):
+            self.load_rng_state(rng[self.rank])
+        else:
+            log.warning("the checkpoint holds the RNG states of %d rank(s); rank %d keeps its fresh seed, so this "
+                        "resume is not bit-identical to an uninterrupted run", len(rng), self.rank)
+
+    def rng_state(self) -> dict[str, Any]:
+        """This process's random states: python, numpy, torch (CPU and CUDA) and the training loader's generator."""
+        state = {"rank": self.rank, "seed": self.seed, "torch": torch.get_rng_state(), "numpy": _numpy_state(),
+                 "python": random.getstate()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        generator = getattr(self.train_loader, "generator", None)
+        if isinstance(generator, torch.Generator):
+            state["loader"] = generator.get_state()
+        return state
+
+    def load_rng_state(self, rng: Mapping[str, Any]) -> None:
         if "torch" in rng:
             torch.set_rng_state(rng["torch"])
         if "numpy" in rng:
@@ -152,6 +178,18 @@ class Trainer:
             random.setstate(rng["python"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+        generator = getattr(self.train_loader, "generator", None)
+        if "loader" in rng and isinstance(generator, torch.Generator):
+            generator.set_state(rng["loader"])
+
+
+def gather_from_ranks(value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order, on every rank (a collective under DDP; ``[value]`` otherwise)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [value]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def _numpy_state() -> tuple:
