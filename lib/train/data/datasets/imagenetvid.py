@@ -5,17 +5,22 @@ Layout: ``<root>/Data/VID/train/<chunk>/<video>/000000.JPEG ...`` and one PASCAL
 id, ``bndbox`` xmin/ymin/xmax/ymax, ``occluded``). A video folder directly under ``train/`` (no chunk level) is
 accepted too.
 
-Assumptions: a track spans from the first to the last frame its ``trackid`` appears in; frames in between
-without the object get an empty box (not valid, not visible); occluded objects are not visible; box =
-(xmin, ymin, xmax - xmin, ymax - ymin); the class name is the WordNet id. Parsing every XML of the full set takes
-minutes, so the parsed tracks can be cached in a JSON file (``cache_file``), rebuilt when the dataset location
-changes.
+Tracklets as the official (pytracking/OSTrack) reader builds them: a tracklet starts at the first frame its
+``trackid`` appears in and ends at the first frame after it without that ``trackid`` (the frames after a gap are
+dropped, not filled); occluded objects are not visible; box = (xmin, ymin, xmax - xmin, ymax - ymin); the class
+name is the WordNet id. Parsing every XML of the full set takes minutes, so the parsed tracks can be cached in a
+JSON file (``cache_file``), rebuilt when the dataset location changes.
+
+A dataset (folder or LMDB) holding the official reader's own ``cache.json`` at its root (a list of tracklets with
+``set_id``, ``vid_id``, ``start_frame``, ``anno``, ``target_visible``, ``class_name``) is read from that file, as
+the official readers do; official LMDB packs of ImageNet VID carry only that file and the frames.
 """
 from __future__ import annotations
 
 import json
 import logging
 import xml.etree.ElementTree as ElementTree
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +36,8 @@ log = logging.getLogger(__name__)
 
 ANNOTATIONS = "Annotations/VID/train"
 FRAMES = "Data/VID/train"
-CACHE_FORMAT = "loretrack-vid-tracks-1"
+CACHE_FORMAT = "loretrack-vid-tracks-2"  # 2: tracklets end at the first gap
+OFFICIAL_CACHE = "cache.json"
 
 
 class ImagenetVID(TrackingDataset):
@@ -41,7 +47,9 @@ class ImagenetVID(TrackingDataset):
     def __init__(self, root: str | Path | Storage, storage: str = "folder",
                  cache_file: str | Path | None = None) -> None:
         super().__init__("ImageNetVID", open_storage(root, storage))
-        content = self._read_cache(cache_file)
+        content = self._read_official_cache()
+        if content is None:
+            content = self._read_cache(cache_file)
         if content is None:
             content = self._parse_annotations()
             if cache_file is not None:
@@ -64,6 +72,35 @@ class ImagenetVID(TrackingDataset):
             return None
         return content
 
+    def _read_official_cache(self) -> dict[str, Any] | None:
+        """The tracklets of the official reader's ``cache.json`` (kept in our cache layout), if the dataset has one.
+
+        Its tracklets carry no track id: a sequence is named ``<video>#<k>``, the k-th tracklet of the video in
+        the file's order (first appearance, as the official parser lists them).
+        """
+        if not self.storage.exists(OFFICIAL_CACHE):
+            return None
+        where = f"{self.storage.describe()}/{OFFICIAL_CACHE}"
+        try:
+            entries = json.loads(self.storage.read_bytes(OFFICIAL_CACHE))
+            videos: dict[str, int] = {}
+            per_video: Counter = Counter()
+            tracks = []
+            for entry in entries:
+                video = f"ILSVRC2015_VID_train_{entry['set_id']:04d}/ILSVRC2015_train_{entry['vid_id']:08d}"
+                index = videos.setdefault(video, len(videos))
+                tracks.append({"video": index, "trackid": str(per_video[index]),
+                               "class": entry["class_name"], "start": int(entry["start_frame"]),
+                               "boxes": [[float(v) for v in box] for box in entry["anno"]],
+                               "visible": [bool(v) for v in entry["target_visible"]]})
+                per_video[index] += 1
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
+            raise DatasetError(f"{self.name}: {where} is not the official tracklet cache ({type(err).__name__}: "
+                               f"{err}); remove it to parse the XML annotations instead") from None
+        log.info("%s: %d tracklets from the official %s", self.name, len(tracks), where)
+        # frame file names are the frame numbers (%06d): no per-video file list is needed
+        return {"videos": list(videos), "frames": [[] for _ in videos], "tracks": tracks}
+
     def _video_folders(self) -> list[str]:
         videos = []
         for entry in self.storage.list_subdirs(ANNOTATIONS):
@@ -84,19 +121,17 @@ class ImagenetVID(TrackingDataset):
             for index, xml_file in enumerate(xml_files):
                 for trackid, wnid, box, occluded in self._objects(f"{ANNOTATIONS}/{video}/{xml_file}"):
                     track = per_track.setdefault(trackid, {"class": wnid, "frames": {}})
-                    track["frames"][index] = (box, occluded)
+                    track["frames"].setdefault(index, (box, occluded))  # a repeated trackid: the first one
             video_index = len(videos)
             videos.append(video)
             frames.append([f[:-4] for f in xml_files])
-            for trackid, track in sorted(per_track.items(), key=lambda item: int(item[0])):
-                start, end = min(track["frames"]), max(track["frames"])
-                boxes = [[0.0, 0.0, 0.0, 0.0] for _ in range(start, end + 1)]
-                visible = [False] * (end - start + 1)
-                for index, (box, occluded) in track["frames"].items():
-                    boxes[index - start] = box
-                    visible[index - start] = not occluded
+            for trackid, track in per_track.items():  # in order of first appearance, as the official parser
+                start = end = min(track["frames"])
+                while end + 1 in track["frames"]:  # the tracklet ends at its first missing frame
+                    end += 1
+                span = [track["frames"][index] for index in range(start, end + 1)]
                 tracks.append({"video": video_index, "trackid": trackid, "class": track["class"], "start": start,
-                               "boxes": boxes, "visible": visible})
+                               "boxes": [box for box, _ in span], "visible": [not occluded for _, occluded in span]})
         if not videos:
             raise DatasetError(f"{self.name}: no annotated videos in {self.storage.describe()}; expected {self.layout}")
         return {"format": CACHE_FORMAT, "source": self.storage.describe(), "videos": videos, "frames": frames,
@@ -122,7 +157,8 @@ class ImagenetVID(TrackingDataset):
 
     def frame_path(self, seq_id: int, frame_id: int) -> str:
         track = self.tracks[seq_id]
-        stem = self.video_frames[track["video"]][track["start"] + frame_id]
+        stems, index = self.video_frames[track["video"]], track["start"] + frame_id
+        stem = stems[index] if stems else f"{index:06d}"
         return f"{FRAMES}/{self.videos[track['video']]}/{stem}.JPEG"
 
     def get_class_name(self, seq_id: int) -> str:

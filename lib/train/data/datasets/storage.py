@@ -1,9 +1,14 @@
-"""Where a training dataset's files come from: a plain folder or an LMDB packed by ``tracking/pack_lmdb.py``.
+"""Where a training dataset's files come from: a plain folder or an LMDB (ours or an official pack).
 
 Readers only ever ask for files by their path relative to the dataset root ('airplane/airplane-1/img/00000001.jpg'),
-so the same reader works on both. An LMDB stores every file under its relative path (POSIX separators) plus one
-listing entry per folder (``__loretrack__/ls/<folder>``) so that readers can list folders without scanning all keys,
-and a ``__loretrack__/meta`` entry that marks the database as ours.
+so the same reader works on all of them. An LMDB stores every file under its relative path (POSIX separators) as
+the raw file bytes. ``tracking/pack_lmdb.py`` adds one listing entry per folder (``__loretrack__/ls/<folder>``) and
+a ``__loretrack__/meta`` entry that marks the database as ours. The packs made by the official STARK/OSTrack tools
+hold the files only; there a folder is listed with cursor seeks over LMDB's sorted keys (one seek per entry of the
+folder, never a pass over every key), and the readers take their sequence lists from the list/split files, as the
+official readers do. The official TrackingNet pack is one LMDB per chunk (``<root>/TRAIN_<k>_lmdb``, keys relative
+to the chunk folder) beside plain files such as ``seq_list.json``: :class:`LmdbFolderStorage` shows it as the
+folder layout (``TRAIN_<k>/...``).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import cv2
 import numpy as np
 
 from lib.utils.errors import DatasetError, SettingsError, UserError
-from lib.utils.io import durable_rename, fsync_path, move_aside, remove_stale_temp_files, temp_sibling
+from lib.utils.io import check_free_space, durable_rename, fsync_path, move_aside, remove_stale_temp_files, temp_sibling
 
 INDEX_PREFIX = "__loretrack__/"
 LISTING_PREFIX = INDEX_PREFIX + "ls/"
@@ -135,7 +140,7 @@ class FolderStorage(Storage):
 
 
 class LmdbStorage(Storage):
-    """Files of a dataset packed into one LMDB folder by ``tracking/pack_lmdb.py``.
+    """Files of a dataset packed into one LMDB folder, by ``tracking/pack_lmdb.py`` or the official tools.
 
     LMDB allows one open handle per database and process, and a handle must not be used after ``fork``: all
     storages of one path share the process's handle, and forked data-loader workers drop the inherited handles
@@ -148,9 +153,12 @@ class LmdbStorage(Storage):
             raise SettingsError(f"{self.path} is not an LMDB folder (no data.mdb); create it with "
                                 f"tracking/pack_lmdb.py --src <dataset folder> --dst {self.path}")
         meta = self._get(META_KEY)
-        if meta is None or json.loads(meta).get("format") != LMDB_FORMAT:
-            raise DatasetError(f"{self.path} was not written by tracking/pack_lmdb.py (no folder index); "
-                               "re-pack the dataset folder with it")
+        if meta is not None and json.loads(meta).get("format") != LMDB_FORMAT:
+            raise DatasetError(f"{self.path} was written by another version of tracking/pack_lmdb.py "
+                               f"({json.loads(meta).get('format')!r}, this one reads {LMDB_FORMAT!r}); re-pack the "
+                               "dataset folder")
+        #: False for an official pack: files only, folders listed by cursor seeks
+        self.indexed = meta is not None
         self._listings: dict[str, dict[str, list[str]] | None] = {}
 
     def _get(self, key: str) -> bytes | None:
@@ -160,9 +168,35 @@ class LmdbStorage(Storage):
     def _listing(self, relpath: str) -> dict[str, list[str]] | None:
         key = _clean(relpath)
         if key not in self._listings:
-            raw = self._get(LISTING_PREFIX + key)
-            self._listings[key] = json.loads(raw) if raw is not None else None
+            if self.indexed:
+                raw = self._get(LISTING_PREFIX + key)
+                self._listings[key] = json.loads(raw) if raw is not None else None
+            else:
+                self._listings[key] = self._seek_listing(key)
         return self._listings[key]
+
+    def _seek_listing(self, folder: str) -> dict[str, list[str]] | None:
+        """The folder's entries from the sorted keys: a file is one key, a sub-folder is skipped with one seek
+        past its last key (``<prefix><name>/...`` < ``<prefix><name>0``, as '0' follows '/'); None if empty."""
+        prefix = (folder + "/").encode("utf-8") if folder else b""
+        dirs, files = [], []
+        with _lmdb_env(self.path).begin(buffers=False) as txn:
+            cursor = txn.cursor()
+            found = cursor.set_range(prefix)
+            while found:
+                key = cursor.key()
+                if not key.startswith(prefix):
+                    break
+                name, slash, _ = key[len(prefix):].partition(b"/")
+                if slash:
+                    dirs.append(name.decode("utf-8"))
+                    found = cursor.set_range(prefix + name + b"0")
+                else:
+                    files.append(name.decode("utf-8"))
+                    found = cursor.next()
+        if not dirs and not files:
+            return None
+        return {"dirs": sorted(dirs), "files": sorted(files)}
 
     def read_bytes(self, relpath: str) -> bytes:
         data = self._get(_clean(relpath))
@@ -174,7 +208,12 @@ class LmdbStorage(Storage):
         return self._get(_clean(relpath)) is not None or self.is_dir(relpath)
 
     def is_dir(self, relpath: str) -> bool:
-        return self._listing(relpath) is not None
+        if self.indexed or _clean(relpath) in self._listings:
+            return self._listing(relpath) is not None
+        prefix = (_clean(relpath) + "/").encode("utf-8") if _clean(relpath) else b""
+        with _lmdb_env(self.path).begin(buffers=False) as txn:  # one seek: is any key inside the folder?
+            cursor = txn.cursor()
+            return cursor.set_range(prefix) and cursor.key().startswith(prefix)
 
     def list_subdirs(self, relpath: str = "") -> list[str]:
         return list((self._listing(relpath) or {}).get("dirs", []))
@@ -184,6 +223,60 @@ class LmdbStorage(Storage):
 
     def describe(self) -> str:
         return str(self.path)
+
+
+class LmdbFolderStorage(Storage):
+    """A folder whose ``<name>_lmdb`` sub-folders are LMDBs, shown as folders ``<name>`` (the official TrackingNet
+    pack: ``TRAIN_<k>_lmdb`` beside ``seq_list.json``); every other entry is read from the folder itself."""
+
+    SUFFIX = "_lmdb"
+
+    def __init__(self, root: str | Path) -> None:
+        self.folder = FolderStorage(root)
+        self.parts = {name[:-len(self.SUFFIX)]: LmdbStorage(self.folder.root / name)
+                      for name in self.folder.list_subdirs()
+                      if name.endswith(self.SUFFIX) and (self.folder.root / name / "data.mdb").is_file()}
+        if not self.parts:
+            raise SettingsError(f"{self.folder.root} is not an LMDB folder (no data.mdb, no <name>{self.SUFFIX} LMDB "
+                                f"folders inside); create it with tracking/pack_lmdb.py --src <dataset folder> "
+                                f"--dst {self.folder.root}")
+
+    def _route(self, relpath: str) -> tuple[Storage, str]:
+        head, _, rest = _clean(relpath).partition("/")
+        return (self.parts[head], rest) if head in self.parts else (self.folder, relpath)
+
+    def read_bytes(self, relpath: str) -> bytes:
+        storage, rest = self._route(relpath)
+        return storage.read_bytes(rest)
+
+    def exists(self, relpath: str) -> bool:
+        storage, rest = self._route(relpath)
+        return (storage is not self.folder and not rest) or storage.exists(rest)
+
+    def is_dir(self, relpath: str) -> bool:
+        storage, rest = self._route(relpath)
+        return (storage is not self.folder and not rest) or storage.is_dir(rest)
+
+    def list_subdirs(self, relpath: str = "") -> list[str]:
+        if not _clean(relpath):
+            packed = {name + self.SUFFIX for name in self.parts}
+            return sorted({d for d in self.folder.list_subdirs() if d not in packed} | set(self.parts))
+        storage, rest = self._route(relpath)
+        return storage.list_subdirs(rest)
+
+    def list_files(self, relpath: str = "") -> list[str]:
+        storage, rest = self._route(relpath)
+        return storage.list_files(rest)
+
+    def describe(self) -> str:
+        return self.folder.describe()
+
+
+def open_lmdb(path: str | Path) -> Storage:
+    """An LMDB folder, or a folder of ``<name>_lmdb`` LMDB folders (official TrackingNet pack)."""
+    if not (Path(path) / "data.mdb").is_file() and Path(path).is_dir():
+        return LmdbFolderStorage(path)
+    return LmdbStorage(path)
 
 
 _LMDB_ENVS: dict[Path, Any] = {}
@@ -208,7 +301,7 @@ def _drop_inherited_lmdb_envs() -> None:
 os.register_at_fork(after_in_child=_drop_inherited_lmdb_envs)
 
 
-STORAGE_KINDS: dict[str, Callable[[str | Path], Storage]] = {"folder": FolderStorage, "lmdb": LmdbStorage}
+STORAGE_KINDS: dict[str, Callable[[str | Path], Storage]] = {"folder": FolderStorage, "lmdb": open_lmdb}
 
 
 def open_storage(location: str | Path | Storage, kind: str = "folder") -> Storage:
@@ -256,6 +349,9 @@ def pack_folder(src: str | Path, dst: str | Path, force: bool = False,
     folders = list(_walk_files(src))
     total_files = sum(len(files) for _, _, files in folders)
     total_bytes = sum((src / rel / name).stat().st_size for rel, _, files in folders for name in files)
+    if not total_files:
+        raise UserError(f"--src {src} holds no files: nothing to pack (is it the dataset's top folder?)")
+    check_free_space(dst.parent, int(total_bytes * 1.1) + 2**20, "the LMDB pack", "run the same command again")
     say(f"packing {total_files} files ({total_bytes / 2**20:.1f} MiB) from {src}")
 
     tmp = temp_sibling(dst)
