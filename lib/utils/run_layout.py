@@ -9,7 +9,8 @@ and habits carry over::
                                                                  (GOT-10k and TrackingNet one level deeper, in
                                                                   <tag>/, where their packers look) + manifest.json
     test/result_plots/<report>/                                  analysis plots and metric cache
-    cache/onnx/, cache/*.json                                    exported fast-tracker networks, dataset indexes
+    cache/onnx/, cache/backend_choice/, cache/*.json             exported fast-tracker networks, back-end choices,
+                                                                 dataset indexes
 
 Folder names never carry digests: what a folder holds is told by its manifest (:mod:`lib.utils.provenance`).
 """
@@ -61,6 +62,11 @@ def cache_root(paths: Paths) -> Path:
 
 def onnx_cache_dir(paths: Paths) -> Path:
     return cache_root(paths) / "onnx"
+
+
+def backend_choice_dir(paths: Paths) -> Path:
+    """``--backend auto``'s measured choices and accuracy-gate verdicts, one file per machine and model."""
+    return cache_root(paths) / "backend_choice"
 
 
 @dataclass(frozen=True)

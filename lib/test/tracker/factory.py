@@ -1,7 +1,7 @@
 """A picklable recipe for building a tracker inside a benchmark worker process."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,16 @@ class TrackerFactory:
 
         return OSTrackTracker.from_config(self.load_config(), checkpoint=self.checkpoint, device=device,
                                           **self.tracker_options)
+
+    def resolved(self, device: str = "cpu") -> tuple[TrackerFactory, str]:
+        """Build the tracker once (a checkpoint that does not fit fails here; exports happen once) and return
+        a factory pinned to the back-end it got, with that back-end's name: ``backend='auto'`` becomes what it
+        resolved to on this machine, so workers do not measure again and results name the real back-end."""
+        backend = self(device).backend
+        name = backend.name if backend is not None else "eager"
+        if self.tracker_options.get("backend", "eager") == name:
+            return self, name
+        return replace(self, tracker_options={**self.tracker_options, "backend": name}), name
 
 
 def default_checkpoint(paths: Paths, script: str, config_name: str, epoch: int) -> Path:

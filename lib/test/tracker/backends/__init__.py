@@ -16,24 +16,43 @@ A back-end is a callable ``backend(template, search, ce_template_mask) -> {'scor
 ``onnx-int8``   that export with dynamic int8 quantisation of every MatMul with constant weights
                 (per-channel weights, activations quantised per call); the head's first 3x3
                 convolutions are exported as one MatMul to be quantised too; the rest stays fp32
+``auto``        the fastest of the above that passes the accuracy gate on this machine and is at least
+                1.1x eager fp32 (else eager): measured on first use, cached per CPU model, threads,
+                model and library versions (:mod:`.auto`)
 ==============  =====================================================================================
+
+Accuracy gate (:mod:`.gate`): a lossy back-end may stand in for eager fp32 on a machine only if its maps
+deviate by at most 1e-2 (relative) and every box tracked from eager's state has IoU >= 0.95 with eager's;
+``auto`` measures it here and says in one warning line which back-end failed, by how much.
 
 bf16 needs a CPU with native bf16 arithmetic (AVX-512 BF16 or AMX); elsewhere the bf16 back-ends refuse
 with an error naming the ONNX alternatives. ONNX files live in ``<save_dir>/cache/onnx/`` under a key
 hashing the network structure and sizes, the weights, the model source files and the exporter, torch,
 onnx and onnxruntime versions (:mod:`.onnx_cache`).
 
-Modules: :mod:`.registry` (the names, :func:`build_backend`), :mod:`.base` (the contract),
+Modules: :mod:`.registry` (the names, :func:`build_backend`), :mod:`.base` (the contract), :mod:`.gate`,
+:mod:`.auto`,
 :mod:`.cpu_features`, :mod:`.torch_backends`, :mod:`.onnx_backend`, :mod:`.onnx_cache`, :mod:`.timing`.
 """
+from lib.test.tracker.backends.auto import AUTO, AutoChoice, ChoiceCache, choice_key, choose_backend
 from lib.test.tracker.backends.base import MAP_NAMES, BackendError, NetworkBackend
 from lib.test.tracker.backends.cpu_features import cpu_flags, native_bf16_supported
+from lib.test.tracker.backends.gate import (
+    MAP_DEVIATION_LIMIT,
+    SAME_STATE_IOU_LIMIT,
+    GateResult,
+    GateSequence,
+    evaluate_gate,
+    reference_run,
+)
 from lib.test.tracker.backends.onnx_backend import EXPORT_FORMAT_VERSION, OnnxBackend
 from lib.test.tracker.backends.onnx_cache import OnnxCache, sources_digest, weights_digest
 from lib.test.tracker.backends.registry import BACKENDS, REGISTRY, build_backend
 from lib.test.tracker.backends.timing import TimedBackend
 from lib.test.tracker.backends.torch_backends import AutocastBF16Backend, BF16Backend, EagerBackend
 
-__all__ = ["BACKENDS", "EXPORT_FORMAT_VERSION", "MAP_NAMES", "REGISTRY", "AutocastBF16Backend", "BF16Backend",
-           "BackendError", "EagerBackend", "NetworkBackend", "OnnxBackend", "OnnxCache", "TimedBackend",
-           "build_backend", "cpu_flags", "native_bf16_supported", "sources_digest", "weights_digest"]
+__all__ = ["AUTO", "BACKENDS", "EXPORT_FORMAT_VERSION", "MAP_DEVIATION_LIMIT", "MAP_NAMES", "REGISTRY",
+           "SAME_STATE_IOU_LIMIT", "AutoChoice", "AutocastBF16Backend", "BF16Backend", "BackendError", "ChoiceCache",
+           "EagerBackend", "GateResult", "GateSequence", "NetworkBackend", "OnnxBackend", "OnnxCache", "TimedBackend",
+           "build_backend", "choice_key", "choose_backend", "cpu_flags", "evaluate_gate", "native_bf16_supported",
+           "reference_run", "sources_digest", "weights_digest"]

@@ -82,4 +82,8 @@ class NetworkBackend:
 
     def describe(self) -> dict[str, Any]:
         """What was built, for logs and benchmark tables."""
-        return {"backend": self.name, "build_seconds": round(self.build_seconds, 2), "threads": self.threads}
+        info = {"backend": self.name, "build_seconds": round(self.build_seconds, 2), "threads": self.threads}
+        choice = getattr(self, "auto_choice", None)  # set when 'auto' resolved to this back-end
+        if choice is not None:
+            info["auto"] = {"speedup": round(choice.speedup, 3), "cached": choice.cached, "measured": choice.measured}
+        return info

@@ -1,4 +1,5 @@
-"""The one list of back-end names: each name, what builds it and which options concern it."""
+"""The one list of back-end names: each name, what builds it and which options concern it; ``auto`` resolves
+to one of them per machine (:mod:`.auto`)."""
 from __future__ import annotations
 
 import functools
@@ -9,6 +10,7 @@ from typing import Any
 
 from torch import nn
 
+from lib.test.tracker.backends.auto import AUTO, build_auto
 from lib.test.tracker.backends.base import BackendError, NetworkBackend
 from lib.test.tracker.backends.onnx_backend import OnnxBackend
 from lib.test.tracker.backends.timing import TimedBackend
@@ -18,6 +20,7 @@ from lib.test.tracker.backends.torch_backends import AutocastBF16Backend, BF16Ba
 ONNX_ONLY_OPTIONS = ("cache_dir", "optimization", "spinning", "exporter", "opset", "per_channel", "validate",
                      "cache_max_entries", "torch_threads", "matmul_head")
 BF16_ONLY_OPTIONS = ("allow_emulated",)
+AUTO_ONLY_OPTIONS = ("choice_dir", "candidates")
 
 
 @dataclass(frozen=True)
@@ -35,25 +38,32 @@ class BackendSpec:
 
 
 REGISTRY: dict[str, BackendSpec] = {
-    "eager": BackendSpec(EagerBackend, ONNX_ONLY_OPTIONS + BF16_ONLY_OPTIONS),
-    "bf16": BackendSpec(BF16Backend, ONNX_ONLY_OPTIONS),
-    "bf16-autocast": BackendSpec(AutocastBF16Backend, ONNX_ONLY_OPTIONS),
-    "bf16-compile": BackendSpec(functools.partial(BF16Backend, compile=True), ONNX_ONLY_OPTIONS),
-    "onnx": BackendSpec(OnnxBackend, BF16_ONLY_OPTIONS),
-    "onnx-int8": BackendSpec(functools.partial(OnnxBackend, int8=True), BF16_ONLY_OPTIONS),
+    "eager": BackendSpec(EagerBackend, ONNX_ONLY_OPTIONS + BF16_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
+    "bf16": BackendSpec(BF16Backend, ONNX_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
+    "bf16-autocast": BackendSpec(AutocastBF16Backend, ONNX_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
+    "bf16-compile": BackendSpec(functools.partial(BF16Backend, compile=True), ONNX_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
+    "onnx": BackendSpec(OnnxBackend, BF16_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
+    "onnx-int8": BackendSpec(functools.partial(OnnxBackend, int8=True), BF16_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
 }
-BACKENDS = tuple(REGISTRY)
+# Every name a user may give: the concrete back-ends and 'auto' (the fastest of them that passes the accuracy
+# gate here, see lib/test/tracker/backends/auto.py).
+BACKENDS = (*REGISTRY, AUTO)
 
 
 def build_backend(name: str, model: nn.Module, timed: bool = False, **options: Any) -> NetworkBackend | TimedBackend:
     """Back-end ``name`` (one of :data:`BACKENDS`) around ``model``; ``options`` go to its constructor.
 
-    Options: ``threads`` (all); ONNX: ``cache_dir``, ``optimization``, ``spinning``, ``exporter``, ``opset``,
-    ``per_channel``, ``validate``, ``cache_max_entries``, ``torch_threads``, ``matmul_head``; bf16:
-    ``allow_emulated``. Each family ignores the other's options, so one option set can be passed to every
-    back-end; anything else unknown is an error. ``timed=True`` wraps the result in a :class:`TimedBackend`.
+    ``name`` 'auto' measures (once per machine and model, then cached) which back-end to build; the result's
+    ``name`` is the one it resolved to. Options: ``threads`` (all); ``auto``: ``choice_dir``, ``candidates``;
+    ONNX: ``cache_dir``, ``optimization``, ``spinning``, ``exporter``, ``opset``, ``per_channel``, ``validate``,
+    ``cache_max_entries``, ``torch_threads``, ``matmul_head``; bf16: ``allow_emulated``.
+    Each family ignores the other's options, so one option set can be passed to every back-end; anything else
+    unknown is an error. ``timed=True`` wraps the result in a :class:`TimedBackend`.
     """
     key = str(name).lower().replace("_", "-")
+    if key == AUTO:
+        backend = build_auto(model, **options)
+        return TimedBackend(backend) if timed else backend
     spec = REGISTRY.get(key)
     if spec is None:
         raise BackendError(f"unknown network back-end '{name}'; choose one of {list(BACKENDS)}")

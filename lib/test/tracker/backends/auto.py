@@ -1,0 +1,251 @@
+"""``auto``: the fastest back-end that passes the accuracy gate on this machine, measured once and cached.
+
+On first use for a (CPU model, thread count, model, library versions) the candidates are built (exports
+included), each is gated against eager fp32 (:mod:`.gate`) and those that pass are timed against eager in
+alternating rounds (a candidate and eager are timed back to back, so load drift on a shared machine hits both).
+The fastest wins if it is at least :data:`MIN_SPEEDUP` times eager's speed, measured as the median of the
+per-round ratios; otherwise eager stays. The choice, every candidate's speed-up and gate are written to
+``<save_dir>/cache/backend_choice/<key>.json``; later uses read it and only build the winner. The whole
+measurement is bounded by :data:`TIME_BUDGET_S` (a candidate whose build would start later is skipped).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lib.test.tracker.backends.base import BackendError
+from lib.test.tracker.backends.gate import (
+    MAP_DEVIATION_LIMIT,
+    SAME_STATE_IOU_LIMIT,
+    GateSequence,
+    TrackerMaker,
+    evaluate_gate,
+    generated_sequences,
+    model_tracker_maker,
+    reference_run,
+    report_failure,
+)
+from lib.test.tracker.backends.onnx_cache import sources_digest, weights_digest
+from lib.utils.profiling import time_callable
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+DEFAULT_CANDIDATES = ("onnx-int8", "onnx", "bf16")  # bf16-compile: its first compile alone takes ~1 minute
+MIN_SPEEDUP = 1.1
+TIME_BUDGET_S = 120.0
+ROUNDS = 3
+CALLS_PER_ROUND = 5
+CHOICE_FORMAT = 1  # bump when the measurement changes in a way the key does not capture
+NetworkCallable = Callable[..., Any]
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what the platform module says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions() -> dict[str, str | None]:
+    """torch, onnxruntime and openvino versions (None for one that is not installed)."""
+    versions: dict[str, str | None] = {"torch": torch.__version__}
+    for module in ("onnxruntime", "openvino"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = None
+    return versions
+
+
+def model_digest(model: nn.Module) -> str:
+    """The network's structure, sizes, weights and source files, hashed."""
+    text = json.dumps([repr(model), getattr(model, "template_size", None), getattr(model, "search_size", None),
+                       weights_digest(model), sources_digest()])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def choice_key(model: nn.Module, threads: int, candidates: Sequence[str], digest: str | None = None
+               ) -> dict[str, Any]:
+    """What a cached choice is valid for: this CPU model, thread count, network and library versions."""
+    return {"format": CHOICE_FORMAT, "cpu": cpu_model(), "threads": int(threads),
+            "model": digest or model_digest(model), **library_versions(), "candidates": list(candidates),
+            "min_speedup": MIN_SPEEDUP, "gate": [MAP_DEVIATION_LIMIT, SAME_STATE_IOU_LIMIT]}
+
+
+@dataclass
+class AutoChoice:
+    """What ``auto`` resolved to and why: per candidate its gate, speed-up over eager, or why it was skipped."""
+
+    backend: str
+    speedup: float
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+    measured: str = ""  # when (local time)
+    cached: bool = False
+
+    def summary(self) -> str:
+        """One line: the choice, its speed-up and every other candidate's outcome."""
+        others = []
+        for name, entry in self.candidates.items():
+            if name == self.backend:
+                continue
+            if "skipped" in entry:
+                others.append(f"{name} skipped ({entry['skipped']})")
+            elif not entry["gate"]["passed"]:
+                others.append(f"{name} failed the accuracy gate")
+            else:
+                others.append(f"{name} {entry['speedup']:.2f}x")
+        verdict = (f"'{self.backend}' ({self.speedup:.2f}x eager fp32)" if self.backend != "eager" else
+                   f"'eager' (no candidate reached {MIN_SPEEDUP}x eager fp32 and passed the accuracy gate)")
+        tail = f"; {', '.join(others)}" if others else ""
+        source = "cached choice" if self.cached else f"measured in {self.seconds:.0f} s"
+        return f"--backend auto resolved to {verdict} [{source}{tail}]"
+
+
+class ChoiceCache:
+    """``<root>/<digest>.json``: one measured choice per key, written atomically."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, key: Mapping[str, Any]) -> Path:
+        return self.root / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]}.json"
+
+    def load(self, key: Mapping[str, Any]) -> AutoChoice | None:
+        """The cached choice for ``key``; None when missing, unreadable or written for another key."""
+        try:
+            data = json.loads(self.path_for(key).read_text())
+            if data.get("key") != json.loads(json.dumps(key)):
+                return None
+            return AutoChoice(**{**data["choice"], "cached": True})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, key: Mapping[str, Any], choice: AutoChoice) -> Path:
+        from lib.utils.io import atomic_write_text
+
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"key": key, "choice": asdict(choice)}, indent=1, default=str))
+        return path
+
+
+def _torch_threads_of(backend: Any, threads: int) -> int:
+    """Torch threads while ``backend`` runs: ONNX back-ends want one (ORT has the cores), torch ones all."""
+    return getattr(backend, "torch_threads", None) or threads
+
+
+def choose_backend(reference: NetworkCallable, candidates: Mapping[str, Callable[[], NetworkCallable]],
+                   threads: int, example_inputs: Sequence[Any], sequences: Sequence[GateSequence],
+                   make_tracker: TrackerMaker, rounds: int = ROUNDS, calls: int = CALLS_PER_ROUND,
+                   budget_s: float = TIME_BUDGET_S, min_speedup: float = MIN_SPEEDUP
+                   ) -> tuple[AutoChoice, NetworkCallable]:
+    """Gate every candidate, time those that pass against ``reference`` (eager fp32) in alternating rounds and
+    return the choice with the winner (``reference`` itself when none is ``min_speedup`` times faster).
+
+    ``candidates`` maps names to builders; a builder raising :class:`BackendError` (e.g. bf16 on a CPU
+    without native bf16) makes its candidate skipped. Failing a gate is logged as one warning line.
+    """
+    start = time.perf_counter()
+    torch.set_num_threads(threads)
+    ref_run = reference_run(reference, sequences, make_tracker)
+    report: dict[str, dict[str, Any]] = {}
+    passed: dict[str, NetworkCallable] = {}
+    for name, build in candidates.items():
+        if time.perf_counter() - start > budget_s:
+            report[name] = {"skipped": f"time budget of {budget_s:.0f} s spent"}
+            continue
+        built = time.perf_counter()
+        try:
+            backend = build()
+        except BackendError as err:
+            report[name] = {"skipped": str(err).split(";")[0]}
+            log.info("auto: %s skipped: %s", name, err)
+            continue
+        torch.set_num_threads(_torch_threads_of(backend, threads))
+        gate = evaluate_gate(name, backend, ref_run, sequences, make_tracker)
+        report[name] = {"build_s": round(time.perf_counter() - built, 2), "gate": gate.to_dict()}
+        report_failure(gate)
+        if gate.passed:
+            passed[name] = backend
+
+    ratios: dict[str, list[float]] = {name: [] for name in passed}
+    for index in range(rounds if passed else 0):
+        if index and time.perf_counter() - start > budget_s:
+            break
+        for name, backend in passed.items():  # eager right before each candidate: both see the same load
+            torch.set_num_threads(threads)
+            eager_ms = time_callable(lambda: reference(*example_inputs), 1, calls).median_ms
+            torch.set_num_threads(_torch_threads_of(backend, threads))
+            own_ms = time_callable(functools.partial(backend, *example_inputs), 1, calls).median_ms
+            ratios[name].append(eager_ms / own_ms)
+    for name, values in ratios.items():
+        report[name]["speedup"] = statistics.median(values)
+        report[name]["rounds"] = [round(v, 3) for v in values]
+    winner = max((n for n in ratios if report[n]["speedup"] >= min_speedup), key=lambda n: report[n]["speedup"],
+                 default=None)
+    choice = AutoChoice(winner or "eager", report[winner]["speedup"] if winner else 1.0, report,
+                        time.perf_counter() - start, time.strftime("%Y-%m-%d %H:%M:%S"))
+    chosen = passed[winner] if winner else reference
+    torch.set_num_threads(_torch_threads_of(chosen, threads))
+    return choice, chosen
+
+
+def build_auto(model: nn.Module, threads: int | None = None, choice_dir: str | Path | None = None,
+               candidates: Sequence[str] = DEFAULT_CANDIDATES, **options: Any) -> Any:
+    """The back-end ``auto`` resolves to for ``model`` here: cached, or measured now and cached.
+
+    ``options`` go to every candidate (each family ignores the other's); ``choice_dir`` defaults to
+    ``<save_dir>/cache/backend_choice``. On a model that is not on the CPU, ``auto`` is eager.
+    """
+    from lib.test.tracker.backends.registry import build_backend
+    from lib.test.tracker.backends.torch_backends import EagerBackend
+
+    unknown = [name for name in candidates if name in (AUTO, "eager")]
+    if unknown:
+        raise BackendError(f"'auto' candidates must be concrete non-eager back-ends, got {unknown}")
+    first = next(model.parameters(), None)
+    if first is not None and first.device.type != "cpu":
+        return EagerBackend(model)
+    threads = threads or torch.get_num_threads()
+    if choice_dir is None:
+        from lib.utils.paths import get_paths
+        from lib.utils.run_layout import backend_choice_dir
+
+        choice_dir = backend_choice_dir(get_paths())
+    cache = ChoiceCache(choice_dir)
+    key = choice_key(model, threads, candidates)
+    choice = cache.load(key)
+    if choice is not None:
+        log.info(choice.summary())
+        backend = build_backend(choice.backend, model, threads=threads, **options)
+    else:
+        log.warning("--backend auto: first use for this machine and model; measuring %s against eager fp32 "
+                    "(bounded to %.0f s)", ", ".join(candidates), TIME_BUDGET_S)
+        builders = {name: functools.partial(build_backend, name, model, threads=threads, **options)
+                    for name in candidates}
+        reference = build_backend("eager", model, threads=threads, **options)
+        inputs = tuple(model.example_inputs(device="cpu", generator=torch.Generator().manual_seed(0)))
+        choice, backend = choose_backend(reference, builders, threads, inputs, generated_sequences(),
+                                         model_tracker_maker(model))
+        cache.save(key, choice)
+        log.warning(choice.summary())
+    backend.auto_choice = choice
+    return backend

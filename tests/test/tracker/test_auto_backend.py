@@ -1,0 +1,110 @@
+"""``--backend auto``: measured once per machine and model, cached under a key that changes with what matters,
+and resolved to a concrete back-end before anything is named after it (results folder, manifest, profile)."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import pytest
+import torch
+
+from lib.models import build_model, save_checkpoint
+from lib.test.tracker import OSTrackTracker
+from lib.test.tracker.backends import AUTO, BACKENDS, REGISTRY, AutoChoice, ChoiceCache, auto, build_backend, choice_key
+from lib.utils.paths import REPO_ROOT, get_paths
+from lib.utils.run_layout import backend_choice_dir, results_root
+from tests.model_configs import parity_student
+
+
+def test_auto_measures_once_then_reads_its_cache(student, cache_dir, tmp_path, monkeypatch):
+    cfg, model = student
+    options = {"choice_dir": tmp_path, "cache_dir": cache_dir, "candidates": ("onnx",), "threads": 1}
+    first = build_backend(AUTO, model, **options)
+    assert first.name in ("eager", "onnx") and not first.auto_choice.cached
+    assert first.auto_choice.candidates["onnx"]["gate"]["passed"]  # lossless ONNX passes the gate anywhere
+    [saved] = tmp_path.glob("*.json")
+    stored = json.loads(saved.read_text())
+    assert {"cpu", "threads", "model", "torch", "onnxruntime", "openvino"} <= set(stored["key"])
+    assert stored["choice"]["backend"] == first.name and stored["key"]["threads"] == 1
+
+    def measure_again(*args, **kwargs):
+        raise AssertionError("a cached choice must not be measured again")
+
+    monkeypatch.setattr(auto, "choose_backend", measure_again)
+    second = build_backend(AUTO, model, timed=True, **options)
+    assert second.name == first.name and second.auto_choice.cached
+    assert second.describe()["auto"]["cached"] and second.describe()["backend"] == first.name
+
+
+def test_choice_key_changes_with_threads_and_model(student, tmp_path):
+    cfg, model = student
+    candidates = ("onnx-int8", "onnx")
+    key = choice_key(model, 2, candidates)
+    assert key == choice_key(model, 2, candidates)
+    assert key != choice_key(model, 1, candidates)
+    other = build_model(cfg).eval()  # other weights
+    assert choice_key(other, 2, candidates)["model"] != key["model"]
+    cache = ChoiceCache(tmp_path)
+    cache.save(key, AutoChoice("onnx", 1.5))
+    assert cache.load(key).backend == "onnx" and cache.load(key).cached
+    assert cache.load(choice_key(model, 1, candidates)) is None
+    assert cache.load(choice_key(other, 2, candidates)) is None
+
+
+def test_auto_is_a_registry_name_and_eager_off_the_cpu(student):
+    assert AUTO in BACKENDS and AUTO not in REGISTRY  # every CLI that checks BACKENDS accepts it
+    with pytest.raises(Exception, match="concrete non-eager"):
+        build_backend(AUTO, student[1], candidates=("eager",))
+
+
+def _seed_choice(paths, model, backend: str, threads: int = 1) -> None:
+    """A cached choice for ``model`` (as if measured): the run must use it and name it."""
+    key = choice_key(model, threads, auto.DEFAULT_CANDIDATES)
+    ChoiceCache(backend_choice_dir(paths)).save(key, AutoChoice(backend, 1.5, measured="seeded"))
+
+
+def test_results_folder_and_manifest_name_the_resolved_backend(parity_dir, shared_data, tmp_path):
+    from lib.test.evaluation.tester import TestRun, track_benchmark
+
+    config, model = parity_student(tmp_path, parity_dir)
+    checkpoint = save_checkpoint(tmp_path / "student.pth.tar", model, epoch=1)
+    paths = get_paths(save_dir=tmp_path / "out")
+    loaded = OSTrackTracker.from_config(build_cfg(config), checkpoint=str(checkpoint)).model
+    _seed_choice(paths, loaded, "onnx")
+    report = track_benchmark(TestRun("ostrack", str(config), dataset="otb",
+                                     dataset_root=str(shared_data / "otb_mini_sequences"), sequences=["Couple"],
+                                     checkpoint=str(checkpoint), backend=AUTO, save_dir=str(tmp_path / "out"),
+                                     progress=False))
+    assert report.ok
+    folders = [p.name for p in (results_root(paths) / "ostrack").iterdir()]
+    assert folders == ["student_onnx"]
+    manifest = json.loads((results_root(paths) / "ostrack" / "student_onnx" / "manifest.json").read_text())
+    assert manifest["backend"] == "onnx"
+
+
+def build_cfg(config):
+    from lib.config import load_config
+
+    return load_config(str(config), script="ostrack")
+
+
+def test_profile_json_names_the_resolved_backend(parity_dir, tmp_path, monkeypatch):
+    config, model = parity_student(tmp_path, parity_dir)
+    checkpoint = save_checkpoint(tmp_path / "student.pth.tar", model, epoch=1)
+    loaded = OSTrackTracker.from_config(build_cfg(config), checkpoint=str(checkpoint)).model
+    _seed_choice(get_paths(), loaded, "onnx")
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
+    sys.modules.pop("profile_model", None)
+    script = importlib.import_module("profile_model")
+    out = tmp_path / "profile.json"
+    threads = torch.get_num_threads()
+    try:
+        code = script.main(["--config", str(config), "--checkpoint", str(checkpoint), "--backend", AUTO,
+                            "--threads", "1", "--warmup", "1", "--iterations", "2", "--frame_size", "200x160",
+                            "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert report["backend"] == "onnx" and report["network_ms"] > 0 and report["tracker_ms"] > 0
