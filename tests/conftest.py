@@ -5,8 +5,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # must precede any timm / huggingf
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -59,3 +62,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if SHARED_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.needs_shared)
+
+
+@pytest.fixture
+def tracking_script(monkeypatch) -> Callable[[str], ModuleType]:
+    """Load ``tracking/<name>.py`` afresh in this process, so a test can call its ``main`` with arguments."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
+
+    def load(name: str) -> ModuleType:
+        sys.modules.pop(name, None)
+        return importlib.import_module(name)
+
+    return load

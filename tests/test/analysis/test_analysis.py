@@ -195,14 +195,6 @@ def test_trackingnet_devkit_dummy(shared_data, expected):
 # ----------------------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture
-def analysis_cli(monkeypatch, shared_data):
-    """``tracking/analysis_results.py`` imported in-process, reading the OTB mini sequences as dataset 'otb'."""
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
-    module = importlib.import_module("analysis_results")
-    sequences = otb_mini_sequences(shared_data)
-    monkeypatch.setattr(workflow, "load_dataset", lambda name, paths, root, names: sequences)
-    return module
 
 
 def test_cli_prints_ostrack_table_and_writes_outputs(analysis_cli, shared_data, tmp_path, capsys):

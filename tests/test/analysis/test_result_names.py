@@ -5,7 +5,6 @@ table of the original folder, and must map every sequence to the same bytes.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from lib.data.splits import split_entries
-from lib.test.analysis import plots, workflow
+from lib.test.analysis import plots
 from lib.test.analysis.analysis import analyse
 from lib.test.analysis.cache import MetricsCache
 from lib.test.analysis.report import format_table, score_rows
@@ -33,7 +32,7 @@ from lib.test.evaluation.benchmarks.common import load_annotation_boxes
 from lib.test.evaluation.data import Sequence
 from lib.utils.cli import run_main
 from lib.utils.errors import UserError
-from tests.test.analysis.test_analysis import REPO_ROOT, otb_mini_sequences, otb_sequences
+from tests.test.analysis.test_analysis import REPO_ROOT, otb_sequences
 
 TWO_TARGET = ("Human4_2", "Jogging_1", "Jogging_2", "Skating2_1", "Skating2_2")
 Namer = Callable[[str], str]
@@ -257,14 +256,6 @@ def link_or_copy(source: Path, target: Path) -> None:
 # ------------------------------------------------------------------------------------- the command line
 
 
-@pytest.fixture
-def analysis_cli(monkeypatch, shared_data):
-    """``tracking/analysis_results.py`` in-process, reading the OTB mini sequences as dataset 'otb'."""
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
-    module = importlib.import_module("analysis_results")
-    sequences = otb_mini_sequences(shared_data)
-    monkeypatch.setattr(workflow, "load_dataset", lambda name, paths, root, names: sequences)
-    return module
 
 
 def mini_sources(shared_data: Path) -> dict[str, Path]:

@@ -2,9 +2,7 @@
 and resolved to a concrete back-end before anything is named after it (results folder, manifest, profile)."""
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ import torch
 from lib.models import build_model, save_checkpoint
 from lib.test.tracker import OSTrackTracker
 from lib.test.tracker.backends import AUTO, BACKENDS, REGISTRY, AutoChoice, ChoiceCache, auto, build_backend, choice_key
-from lib.utils.paths import REPO_ROOT, get_paths
+from lib.utils.paths import get_paths
 from lib.utils.run_layout import backend_choice_dir, results_root
 from tests.model_configs import parity_student
 
@@ -89,14 +87,12 @@ def build_cfg(config):
     return load_config(str(config), script="ostrack")
 
 
-def test_profile_json_names_the_resolved_backend(parity_dir, tmp_path, monkeypatch):
+def test_profile_json_names_the_resolved_backend(parity_dir, tmp_path, tracking_script):
     config, model = parity_student(tmp_path, parity_dir)
     checkpoint = save_checkpoint(tmp_path / "student.pth.tar", model, epoch=1)
     loaded = OSTrackTracker.from_config(build_cfg(config), checkpoint=str(checkpoint)).model
     _seed_choice(get_paths(), loaded, "onnx")
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
-    sys.modules.pop("profile_model", None)
-    script = importlib.import_module("profile_model")
+    script = tracking_script("profile_model")
     out = tmp_path / "profile.json"
     threads = torch.get_num_threads()
     try:

@@ -31,19 +31,14 @@ def test_candidate_elimination_macs_match_ostrack():
     assert round(macs, 2) == 21.52
 
 
-def test_profile_script_times_network_and_tracker(parity_dir, tmp_path, monkeypatch, capsys):
+def test_profile_script_times_network_and_tracker(parity_dir, tmp_path, tracking_script, capsys):
     """profile_model.py on the tiny student: the network's share of each frame comes from the timed back-end."""
-    import importlib
     import json
-    import sys
 
-    from lib.utils.paths import REPO_ROOT
     from tests.model_configs import parity_student
 
     config, model = parity_student(tmp_path, parity_dir)
-    monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
-    sys.modules.pop("profile_model", None)
-    script = importlib.import_module("profile_model")
+    script = tracking_script("profile_model")
     out = tmp_path / "profile.json"
     threads = torch.get_num_threads()
     try:
