@@ -277,11 +277,19 @@ def test_huge_boxes_and_bad_ground_truth_fail_per_sequence_under_a_memory_limit(
     ("train.py", ["--config", "{config}", "--opts", "TRAIN.EPOCH=0"], "key 'TRAIN.EPOCH' must be at least 1"),
     ("profile_model.py", ["--config", "{config}", "--iterations", "0"], "--iterations must be at least 1"),
     ("pack_got10k.py", ["--result_dir", "{tmp}", "--output", "{tmp}/file/sub.zip"], "is a file, not a folder"),
+    ("pack_trackingnet.py", ["--result_dir", "{tmp}", "--output", "{tmp}/file/sub.zip"], "is a file, not a folder"),
+    ("pack_lmdb.py", ["--src", "{tmp}/empty", "--dst", "{tmp}/packed"], "holds no files: nothing to pack"),
+    ("test.py", ["ostrak", "{config}", "--dataset", "otb"], "unknown script 'ostrak'"),
+    ("video_demo.py", ["{config}", "{checkpoint}", "{video}", "--init_bbox", "1,1,5,5", "--script", "ostrak"],
+     "unknown script 'ostrak'"),
+    ("analysis_results.py", ["--dataset", "otb", "--json", "{tmp}/file/r.json"], "is a file, not a folder"),
+    ("create_default_local_file.py", ["--output", "{tmp}/file/s.yaml"], "is a file, not a folder"),
 ])
 def test_exit_code_2_from_a_real_process(files, tmp_path, script, argv, fragment):
     config = files[0]
     (tmp_path / "file").write_text("x")
-    argv = [arg.format(config=config, tmp=tmp_path) for arg in argv]
+    (tmp_path / "empty").mkdir()
+    argv = [arg.format(config=config, checkpoint=files[1], video=files[2], tmp=tmp_path) for arg in argv]
     result = subprocess.run([sys.executable, str(TRACKING / script), *argv], capture_output=True, text=True,
                             timeout=120)
     _assert_one_line_error(result, fragment)
