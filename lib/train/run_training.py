@@ -33,7 +33,7 @@ from lib.train.launch import DEFAULT_COLLECTIVE_TIMEOUT_S, agent_store, restarte
 from lib.train.trainer import Trainer
 from lib.utils.errors import ConfigError, UserError
 from lib.utils.paths import Paths, get_paths
-from lib.utils.run_layout import TrainingRun, cache_root
+from lib.utils.run_layout import TrainingRun, data_check_dir
 
 log = logging.getLogger("lib.train")
 
@@ -108,7 +108,7 @@ def build_sampler(cfg: Config, split: str, paths: Paths, seed: int,
 
     section = cfg.DATA[split]
     datasets = [build_dataset(name, paths=paths) for name in section.DATASETS_NAME]
-    check_training_data(datasets, cache_root(paths), cfg.DATA.STRICT, cfg.DATA.MAX_SKIPPED_SHARE)
+    check_training_data(datasets, data_check_dir(paths), cfg.DATA.STRICT, cfg.DATA.MAX_SKIPPED_SHARE)
     if cfg.DATA.FRAME_CACHE_MB > 0:
         cache = FrameCache(int(cfg.DATA.FRAME_CACHE_MB * 2 ** 20))  # one budget shared by all datasets
         for dataset in datasets:

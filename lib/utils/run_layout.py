@@ -9,8 +9,8 @@ and habits carry over::
                                                                  (GOT-10k and TrackingNet one level deeper, in
                                                                   <tag>/, where their packers look) + manifest.json
     test/result_plots/<report>/                                  analysis plots and metric cache
-    cache/onnx/, cache/backend_choice/, cache/*.json             exported fast-tracker networks, back-end choices,
-                                                                 dataset indexes
+    cache/onnx/, cache/backend_choice/, cache/data_checks/,      exported fast-tracker networks, back-end choices,
+    cache/*.json                                                 training-data checks, dataset indexes
 
 Folder names never carry digests: what a folder holds is told by its manifest (:mod:`lib.utils.provenance`).
 """
@@ -62,6 +62,11 @@ def cache_root(paths: Paths) -> Path:
 
 def onnx_cache_dir(paths: Paths) -> Path:
     return cache_root(paths) / "onnx"
+
+
+def data_check_dir(paths: Paths) -> Path:
+    """The training-data start-up check's per-dataset results (one file per dataset and location)."""
+    return cache_root(paths) / "data_checks"
 
 
 def backend_choice_dir(paths: Paths) -> Path:

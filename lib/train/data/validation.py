@@ -239,7 +239,7 @@ def _fingerprint(storage: Storage, relpaths: list[str]) -> list[Any]:
 def _cache_file(cache_dir: Path, dataset: TrackingDataset) -> Path:
     source = hashlib.blake2b(dataset.storage.describe().encode(), digest_size=6).hexdigest()
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.get_name())
-    return Path(cache_dir) / "data_checks" / f"{safe}-{source}.json"
+    return Path(cache_dir) / f"{safe}-{source}.json"
 
 
 def _read_cache(path: Path, source: str) -> dict[str, Any]:
