@@ -129,6 +129,16 @@ def test_vid_tracklets_end_at_the_first_missing_frame(tmp_path):
     assert tracklets(ImagenetVID(tmp_path / "vid", cache_file=tmp_path / "cache.json")) == OFFICIAL_TRACKLETS
 
 
+def test_vid_drops_tracklets_whose_first_box_covers_the_image(tmp_path):
+    """As the official reader (``max_target_area=1``): a first box of the image's whole area removes the tracklet."""
+    make_vid_with_gaps(tmp_path / "vid")
+    first = tmp_path / "vid/Annotations/VID/train" / VIDEO / "000000.xml"
+    first.write_text(first.read_text().replace("</annotation>", f"{vid_object(7, (0, 0, 32, 24))}</annotation>"))
+    assert tracklets(ImagenetVID(tmp_path / "vid")) == OFFICIAL_TRACKLETS
+    first.write_text(first.read_text().replace("<xmax>32</xmax>", "<xmax>31</xmax>"))
+    assert len(ImagenetVID(tmp_path / "vid")) == len(OFFICIAL_TRACKLETS) + 1  # one pixel less: kept
+
+
 def test_vid_cache_of_the_gap_filling_format_is_not_reused(tmp_path):
     make_vid_with_gaps(tmp_path / "vid")
     cache = tmp_path / "cache.json"

@@ -36,8 +36,18 @@ log = logging.getLogger(__name__)
 
 ANNOTATIONS = "Annotations/VID/train"
 FRAMES = "Data/VID/train"
-CACHE_FORMAT = "loretrack-vid-tracks-2"  # 2: tracklets end at the first gap
+CACHE_FORMAT = "loretrack-vid-tracks-3"  # 2: tracklets end at the first gap; 3: image sizes kept
 OFFICIAL_CACHE = "cache.json"
+
+
+def covers_the_image(track: dict[str, Any]) -> bool:
+    """Whether the tracklet's first box is as large as the image: the official reader drops those tracklets
+    (``max_target_area=1`` on the square root of the box-to-image area ratio)."""
+    size = track.get("image_size")
+    if not size or not track["boxes"]:
+        return False
+    width, height = track["boxes"][0][2:4]
+    return width * height >= size[0] * size[1]
 
 
 class ImagenetVID(TrackingDataset):
@@ -56,7 +66,7 @@ class ImagenetVID(TrackingDataset):
                 atomic_write_text(cache_file, json.dumps(content))
         self.videos: list[str] = content["videos"]
         self.video_frames: list[list[str]] = content["frames"]
-        self.tracks: list[dict[str, Any]] = content["tracks"]
+        self.tracks: list[dict[str, Any]] = [t for t in content["tracks"] if not covers_the_image(t)]
         self.sequence_names = [f"{self.videos[t['video']]}#{t['trackid']}" for t in self.tracks]
         self.require_sequences(self.sequence_names)
 
@@ -92,7 +102,8 @@ class ImagenetVID(TrackingDataset):
                 tracks.append({"video": index, "trackid": str(per_video[index]),
                                "class": entry["class_name"], "start": int(entry["start_frame"]),
                                "boxes": [[float(v) for v in box] for box in entry["anno"]],
-                               "visible": [bool(v) for v in entry["target_visible"]]})
+                               "visible": [bool(v) for v in entry["target_visible"]],
+                               "image_size": [int(v) for v in entry["image_size"]]})
                 per_video[index] += 1
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
             raise DatasetError(f"{self.name}: {where} is not the official tracklet cache ({type(err).__name__}: "
@@ -118,8 +129,11 @@ class ImagenetVID(TrackingDataset):
             if not xml_files:
                 continue
             per_track: dict[str, dict[str, Any]] = {}
+            image_size = None
             for index, xml_file in enumerate(xml_files):
-                for trackid, wnid, box, occluded in self._objects(f"{ANNOTATIONS}/{video}/{xml_file}"):
+                size, objects = self._objects(f"{ANNOTATIONS}/{video}/{xml_file}")
+                image_size = image_size or size  # the official parser takes the first frame's size
+                for trackid, wnid, box, occluded in objects:
                     track = per_track.setdefault(trackid, {"class": wnid, "frames": {}})
                     track["frames"].setdefault(index, (box, occluded))  # a repeated trackid: the first one
             video_index = len(videos)
@@ -131,13 +145,15 @@ class ImagenetVID(TrackingDataset):
                     end += 1
                 span = [track["frames"][index] for index in range(start, end + 1)]
                 tracks.append({"video": video_index, "trackid": trackid, "class": track["class"], "start": start,
-                               "boxes": [box for box, _ in span], "visible": [not occluded for _, occluded in span]})
+                               "boxes": [box for box, _ in span], "visible": [not occluded for _, occluded in span],
+                               "image_size": image_size})
         if not videos:
             raise DatasetError(f"{self.name}: no annotated videos in {self.storage.describe()}; expected {self.layout}")
         return {"format": CACHE_FORMAT, "source": self.storage.describe(), "videos": videos, "frames": frames,
                 "tracks": tracks}
 
-    def _objects(self, relpath: str) -> list[tuple[str, str, list[float], bool]]:
+    def _objects(self, relpath: str) -> tuple[list[int] | None, list[tuple[str, str, list[float], bool]]]:
+        """The frame's image size (None when the file has none) and its objects."""
         try:
             root = ElementTree.fromstring(self.storage.read_bytes(relpath))
         except ElementTree.ParseError as err:
@@ -149,7 +165,8 @@ class ImagenetVID(TrackingDataset):
                    corners["ymax"] - corners["ymin"]]
             occluded = obj.findtext("occluded", "0").strip() == "1"
             objects.append((obj.findtext("trackid", "0").strip(), obj.findtext("name", "").strip(), box, occluded))
-        return objects
+        width, height = root.findtext("size/width"), root.findtext("size/height")
+        return ([int(width), int(height)] if width and height else None), objects
 
     def get_sequence_info(self, seq_id: int) -> dict[str, torch.Tensor]:
         track = self.tracks[seq_id]
