@@ -7,13 +7,12 @@ to 0 are how datasets mark an absent target: they are invalid frames but not pro
 """
 from __future__ import annotations
 
-import io
 from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from lib.utils.boxes import TableFormatError
+from lib.utils.boxes import TableFormatError, parse_number_table
 
 #: no video frame is 100,000 px wide: a coordinate beyond this is a corrupt value (1e30), not a box
 MAX_COORDINATE = 1e5
@@ -73,8 +72,8 @@ def parse_box_rows(text: str) -> ParsedRows:
     if not text.strip():
         return ParsedRows(np.zeros((0, 4)))
     try:
-        boxes = np.loadtxt(io.StringIO(_spaces(text)), ndmin=2, dtype=np.float64)
-    except ValueError:
+        boxes = parse_number_table(text)  # the common, clean file: one vectorised parse
+    except TableFormatError:
         boxes = None
     if boxes is not None and boxes.shape[1] == 4:
         parsed = box_problems(boxes)
