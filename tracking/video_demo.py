@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import numpy as np
 
-    from lib.test.tracker.factory import TrackerFactory
+    from lib.test.tracker.factory import TrackerFactory, backend_tracker_options
     from lib.utils.io import atomic_path, atomic_write_text, ensure_writable
     from lib.utils.paths import get_paths
     from lib.utils.video import BoxVideoWriter
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("give the target's first-frame box with --init_bbox x,y,w,h "
                             f"(or put it in {sidecar.name} next to the video)")
         init_box = parse_box(sidecar.read_text().splitlines()[0].replace("\t", ","))
-    options = {"backend": args.backend} if args.backend else {}
+    options = backend_tracker_options(args.backend, get_paths())
     factory = TrackerFactory(args.config, args.script or "ostrack", args.checkpoint, tracker_options=options)
-    tracker = factory(args.device)
+    tracker = factory.build_checked(args.device)
     stem = video.stem.replace("%", "")
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     boxes, seconds = [], []

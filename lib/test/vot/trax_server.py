@@ -117,9 +117,8 @@ def build_tracker(run: VotTrackerRun) -> Any:
     import torch
 
     from lib.config import resolve_config_path
-    from lib.test.tracker.factory import TrackerFactory, default_checkpoint
+    from lib.test.tracker.factory import TrackerFactory, backend_tracker_options, default_checkpoint
     from lib.utils.paths import get_paths
-    from lib.utils.run_layout import onnx_cache_dir
 
     if run.threads is not None:
         if run.threads < 1:
@@ -133,9 +132,7 @@ def build_tracker(run: VotTrackerRun) -> Any:
         config_name = resolve_config_path(run.config, run.script).stem
         cfg = TrackerFactory(run.config, run.script, None, run.overrides).load_config()
         checkpoint = str(default_checkpoint(paths, run.script, config_name, cfg.TEST.EPOCH))
-    options = dict(run.tracker_options)
-    if run.backend != "eager":
-        options = {"backend": run.backend, "backend_options": {"cache_dir": str(onnx_cache_dir(paths))}, **options}
+    options = {**backend_tracker_options(run.backend, paths), **run.tracker_options}
     return TrackerFactory(run.config, run.script, checkpoint, run.overrides, tracker_options=options)(run.device)
 
 

@@ -104,3 +104,54 @@ def test_profile_json_names_the_resolved_backend(parity_dir, tmp_path, tracking_
     assert code == 0
     report = json.loads(out.read_text())
     assert report["backend"] == "onnx" and report["network_ms"] > 0 and report["tracker_ms"] > 0
+
+
+class _NamedMovedPeak:
+    """A back-end the user named whose score peak is off by two cells: it must fail the gate here."""
+
+    name = "moved-peak"
+    threads = 1
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def __call__(self, template, search, ce_template_mask=None):
+        out = dict(self.model(template, search, ce_template_mask=ce_template_mask))
+        out["score_map"] = torch.roll(out["score_map"], shifts=(2, 2), dims=(-2, -1))
+        return out
+
+
+def test_a_named_backend_that_fails_the_gate_is_reported_once_measured(student, tmp_path, caplog, monkeypatch):
+    """The user keeps the back-end they named, but hears in one warning line that it fails the gate here; the
+    verdict is measured once per machine and model, and the warning repeats on every later use."""
+    import logging
+
+    cfg, model = student
+    monkeypatch.setattr(auto, "generated_sequences", _short_clip)
+    with caplog.at_level(logging.WARNING):
+        record = auto.check_named_backend(model, _NamedMovedPeak(model), tmp_path)
+    assert not record["passed"] and record["frames"] == 5
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and "'moved-peak' fails the accuracy gate on this machine" in lines[0]
+    assert "use --backend eager or auto" in lines[0]
+
+    monkeypatch.setattr(auto, "evaluate_gate", lambda *a, **k: pytest.fail("a stored verdict is not measured again"))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = auto.check_named_backend(model, _NamedMovedPeak(model), tmp_path)
+    assert again == record and sum(r.levelno == logging.WARNING for r in caplog.records) == 1
+
+
+def _short_clip():
+    from lib.test.tracker.backends.gate import generated_sequences
+
+    return generated_sequences(6)
+
+
+def test_eager_and_auto_choices_are_not_gated_again(student, tmp_path):
+    cfg, model = student
+    assert auto.check_named_backend(model, build_backend("eager", model), tmp_path) is None
+    chosen = build_backend("eager", model)
+    chosen.auto_choice = AutoChoice("eager", 1.0)
+    assert auto.check_named_backend(model, chosen, tmp_path) is None and not list(tmp_path.iterdir())

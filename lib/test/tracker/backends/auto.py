@@ -120,7 +120,8 @@ class AutoChoice:
 
 
 class ChoiceCache:
-    """``<root>/<digest>.json``: one measured choice per key, written atomically."""
+    """``<root>/<digest>.json``: one measured record per key (a choice, or a named back-end's gate), written
+    atomically."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -128,23 +129,34 @@ class ChoiceCache:
     def path_for(self, key: Mapping[str, Any]) -> Path:
         return self.root / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]}.json"
 
-    def load(self, key: Mapping[str, Any]) -> AutoChoice | None:
-        """The cached choice for ``key``; None when missing, unreadable or written for another key."""
+    def load_record(self, key: Mapping[str, Any], field_name: str) -> Any:
+        """The record stored under ``field_name`` for ``key``; None when missing, unreadable or another key's."""
         try:
             data = json.loads(self.path_for(key).read_text())
             if data.get("key") != json.loads(json.dumps(key)):
                 return None
-            return AutoChoice(**{**data["choice"], "cached": True})
+            return data[field_name]
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def save(self, key: Mapping[str, Any], choice: AutoChoice) -> Path:
+    def save_record(self, key: Mapping[str, Any], field_name: str, record: Any) -> Path:
         from lib.utils.io import atomic_write_text
 
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps({"key": key, "choice": asdict(choice)}, indent=1, default=str))
+        atomic_write_text(path, json.dumps({"key": key, field_name: record}, indent=1, default=str))
         return path
+
+    def load(self, key: Mapping[str, Any]) -> AutoChoice | None:
+        """The cached choice for ``key`` (None: not measured yet here)."""
+        record = self.load_record(key, "choice")
+        try:
+            return AutoChoice(**{**record, "cached": True}) if record is not None else None
+        except TypeError:
+            return None
+
+    def save(self, key: Mapping[str, Any], choice: AutoChoice) -> Path:
+        return self.save_record(key, "choice", asdict(choice))
 
 
 def _torch_threads_of(backend: Any, threads: int) -> int:
@@ -225,12 +237,7 @@ def build_auto(model: nn.Module, threads: int | None = None, choice_dir: str | P
     if first is not None and first.device.type != "cpu":
         return EagerBackend(model)
     threads = threads or torch.get_num_threads()
-    if choice_dir is None:
-        from lib.utils.paths import get_paths
-        from lib.utils.run_layout import backend_choice_dir
-
-        choice_dir = backend_choice_dir(get_paths())
-    cache = ChoiceCache(choice_dir)
+    cache = ChoiceCache(choice_dir if choice_dir is not None else _default_choice_dir())
     key = choice_key(model, threads, candidates)
     choice = cache.load(key)
     if choice is not None:
@@ -249,3 +256,42 @@ def build_auto(model: nn.Module, threads: int | None = None, choice_dir: str | P
         log.warning(choice.summary())
     backend.auto_choice = choice
     return backend
+
+
+def check_named_backend(model: nn.Module, backend: Any, choice_dir: str | Path | None = None) -> dict[str, Any] | None:
+    """Gate a back-end the user named (not ``auto``, which gates its own candidates) on this machine, once per
+    (CPU model, threads, model, library versions), and warn in one line when it fails: the user keeps the
+    back-end they asked for, but learns that its boxes may differ from eager fp32 here. Returns the gate's record
+    (None for eager, a GPU model, or a back-end ``auto`` chose)."""
+    name = getattr(backend, "name", "eager")
+    first = next(model.parameters(), None)
+    if name == "eager" or getattr(backend, "auto_choice", None) is not None or (
+            first is not None and first.device.type != "cpu"):
+        return None
+    threads = getattr(backend, "threads", None) or torch.get_num_threads()
+    cache = ChoiceCache(choice_dir if choice_dir is not None else _default_choice_dir())
+    key = {**choice_key(model, threads, [name]), "named": name}
+    record = cache.load_record(key, "gate")
+    if record is None:
+        from lib.test.tracker.backends.registry import build_backend
+
+        log.info("checking back-end '%s' against eager fp32 on this machine (once per machine and model)", name)
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        make_tracker, sequences = model_tracker_maker(model), generated_sequences()
+        reference = reference_run(build_backend("eager", model), sequences, make_tracker)
+        torch.set_num_threads(_torch_threads_of(backend, threads))
+        gate = evaluate_gate(name, backend, reference, sequences, make_tracker)
+        torch.set_num_threads(torch_threads)
+        record = {**gate.to_dict(), "failure": gate.failure(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+        cache.save_record(key, "gate", record)
+    if record.get("failure"):
+        log.warning("%s; its results may differ from eager fp32 here (use --backend eager or auto)", record["failure"])
+    return record
+
+
+def _default_choice_dir() -> Path:
+    from lib.utils.paths import get_paths
+    from lib.utils.run_layout import backend_choice_dir
+
+    return backend_choice_dir(get_paths())
