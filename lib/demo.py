@@ -23,12 +23,12 @@ from lib.test.evaluation.datasets import get_dataset
 from lib.test.evaluation.results_store import RunIdentity, checkpoint_identity
 from lib.test.evaluation.running import run_dataset
 from lib.test.tracker.baselines import StaticBoxTracker
-from lib.test.tracker.factory import TrackerFactory
+from lib.test.tracker.factory import TrackerFactory, backend_tracker_options
 from lib.train import run_training
 from lib.utils.io import atomic_path, atomic_write_text
 from lib.utils.paths import Paths, get_paths
 from lib.utils.profiling import count_macs_published
-from lib.utils.run_layout import TrainingRun
+from lib.utils.run_layout import TrainingRun, results_run_name
 
 log = logging.getLogger(__name__)
 SCRIPT = "demo"
@@ -48,6 +48,7 @@ class DemoSettings:
     epochs: int | None = None  # None: the configs' TRAIN.EPOCH
     samples_per_epoch: int | None = None
     output: Path | None = None
+    backend: str = "auto"  # the trained models track with the fastest back-end that passes the gate here
     progress: bool = True
     report: Callable[[str], None] = print
 
@@ -113,8 +114,9 @@ class Demo:
         return cfg, yaml_path, final
 
     def evaluate(self, name: str, factory, sequences, identity: RunIdentity) -> Path:
-        """Track into ``results/<name>``; results of an older model there are moved aside and tracked again."""
-        results = self.root / "results" / name
+        """Track into ``results/<name>[_<back-end>]``; results of an older model there are moved aside and
+        tracked again."""
+        results = self.root / "results" / results_run_name(name, backend=identity.backend)
         run_dataset(factory, sequences, results, threads=0, show_progress=self.settings.progress,
                     log=lambda line: None, identity=identity, dataset="embedded got10k_test", force=True)
         return results
@@ -147,9 +149,12 @@ class Demo:
         for name, variants in runs.items():
             folders = []
             for cfg, yaml_path, ckpt in variants:
-                factory = TrackerFactory(str(yaml_path), SCRIPT, str(ckpt))
+                factory = TrackerFactory(str(yaml_path), SCRIPT, str(ckpt),
+                                         tracker_options=backend_tracker_options(s.backend, self.paths))
+                factory, backend = factory.resolved()
+                self.say(f"      {yaml_path.stem}: back-end {backend}")
                 folders.append(self.evaluate(yaml_path.stem, factory, sequences,
-                                             checkpoint_identity(cfg.to_dict(), ckpt)))
+                                             checkpoint_identity(cfg.to_dict(), ckpt, backend)))
             specs.append(TrackerSpec(name, tuple(folders)))
             macs[name] = _published_macs(variants[0][0])
         static_identity = RunIdentity("static box", None, "none")

@@ -1,6 +1,6 @@
 """LoReTrack end to end on a fresh machine: no datasets, no weights, no GPU needed.
 
-    python tracking/demo.py [--seeds 3] [--output DIR]
+    python tracking/demo.py [--seeds 3] [--output DIR] [--backend auto|eager|...]
 
 Generates the embedded benchmark (realistic sequences from images bundled with installed packages),
 trains a high-resolution teacher, trains a low-resolution student without and with distillation from it,
@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="output root (default: settings / LORETRACK_SAVE_DIR)")
     parser.add_argument("--epochs", type=int, default=None, help="override the demo configs' TRAIN.EPOCH")
     parser.add_argument("--samples_per_epoch", type=int, default=None)
+    parser.add_argument("--backend", default="auto",
+                        help="network back-end for tracking (default auto: the fastest that passes the accuracy "
+                             "gate on this machine, measured once per model; eager for fp32 as trained)")
     parser.add_argument("--quick", action="store_true", help="a tiny run (minutes less; for tests): few "
                         "sequences, 2 epochs of 64 pairs; the numbers mean nothing")
     args = parser.parse_args(argv)
@@ -39,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = DemoSettings(seeds=args.seeds, output=Path(args.output) if args.output else None,
                             epochs=args.epochs, samples_per_epoch=args.samples_per_epoch,
-                            progress=not args.no_progress)
+                            backend=args.backend, progress=not args.no_progress)
     if args.quick:
         settings.num_train, settings.num_val, settings.num_test = 4, 1, 2
         settings.frames, settings.frame_size = (20, 24), (160, 120)
