@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="sigma, relative to each map's max |value|, of the noise the 'fp32+noise' control row "
                              "adds to eager's maps (max deviation ~4 sigma); 0 drops that row")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the random weights (no --checkpoint)")
+    parser.add_argument("--no_floors", action="store_true",
+                        help="skip the GEMM-rate measurement (the network's fp32/bf16/int8 floors, ~30 s)")
     args = parser.parse_args(argv)
 
     from lib.test.evaluation.speed_benchmark import run_benchmark
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads, warmup=args.warmup, iterations=args.iterations, otb_root=args.otb_root,
         sequences=args.sequences, max_frames=args.max_frames, cache_dir=args.cache_dir,
         ort_optimization=args.ort_optimization, ort_spinning=args.ort_spinning, control_noise=args.control_noise,
-        seed=args.seed)
+        seed=args.seed, floors=not args.no_floors)
     result = run_benchmark(settings, progress=print)
     print(format_report(result))
     if args.json:

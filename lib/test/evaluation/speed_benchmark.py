@@ -31,6 +31,7 @@ from lib.test.evaluation.speed_report import (
     BenchmarkSettings,
     BenchmarkSetup,
     Progress,
+    format_floors,
     format_row,
     format_setup,
 )
@@ -186,6 +187,18 @@ class PerturbedEager:
         return {"backend": CONTROL_NAME, "noise_relative_sigma": self.relative}
 
 
+def network_floors(model: OSTrack, inputs: tuple, threads: int) -> dict[str, Any]:
+    """This CPU's GEMM rates and the network's floor per precision: 2 x published MACs over each rate."""
+    from lib.test.evaluation.gemm_peaks import measure_gemm_peaks
+    from lib.utils.profiling import count_macs_published
+
+    operations = 2 * count_macs_published(model, *inputs[:2])
+    peaks = measure_gemm_peaks(threads)
+    return {"operations": operations, "gemm": peaks.to_dict(), "fp32_floor_ms": peaks.floor_ms(operations, "fp32"),
+            "bf16_floor_ms": peaks.floor_ms(operations, "bf16"), "int8_floor_ms": peaks.floor_ms(operations, "int8"),
+            "describe": peaks.describe()}
+
+
 def run_benchmark(settings: BenchmarkSettings, progress: Progress | None = None) -> BenchmarkResult:
     """Build the network of ``settings``, load the frames and measure every back-end; ``progress`` gets a line
     per step (the setup, the eager reference, each back-end as it finishes)."""
@@ -213,7 +226,8 @@ def run_benchmark(settings: BenchmarkSettings, progress: Progress | None = None)
     if progress:
         progress(format_setup(setup))
     result = measure_backends(cfg, model, settings.backends, sequences, threads, settings.warmup,
-                              settings.iterations, options, control_noise=settings.control_noise, progress=progress)
+                              settings.iterations, options, control_noise=settings.control_noise, progress=progress,
+                              measure_floors=settings.floors)
     result.setup = setup
     return result
 
@@ -221,8 +235,9 @@ def run_benchmark(settings: BenchmarkSettings, progress: Progress | None = None)
 def measure_backends(cfg: Any, model: OSTrack, backends: Sequence[str], sequences: list[dict[str, Any]],
                      threads: int, warmup: int = WARMUP_CALLS, iterations: int = ITERATIONS,
                      backend_options: dict[str, Any] | None = None, control_noise: float = 0.0,
-                     progress: Progress | None = None) -> BenchmarkResult:
-    """The eager reference, then every back-end in ``backends`` (eager first: its boxes are the reference)."""
+                     progress: Progress | None = None, measure_floors: bool = True) -> BenchmarkResult:
+    """The eager reference, then every back-end in ``backends`` (eager first: its boxes are the reference);
+    with ``measure_floors`` first this CPU's GEMM rates and the network's floors (:func:`network_floors`)."""
     log = progress or (lambda line: None)
     torch.set_num_threads(threads)
     options = dict(backend_options or {})
@@ -243,6 +258,9 @@ def measure_backends(cfg: Any, model: OSTrack, backends: Sequence[str], sequence
     result = BenchmarkResult(eager_network_ms=eager_net.median_ms, eager_network_fps=eager_net.fps,
                              eager_load=load_before, template_embed_ms=embed.median_ms,
                              template_tokens=tokens.shape[1])
+    if measure_floors:
+        result.floors = network_floors(model, inputs[0], threads)
+        log(format_floors(result.floors))
     log(f"eager fp32 network only: {eager_net.median_ms:.1f} ms ({eager_net.fps:.1f} fps)   [load {load_before}]")
     log(f"  (template patch embedding, the only template work a cache could skip: {embed.median_ms:.3f} ms = "
         f"{100 * embed.median_ms / eager_net.median_ms:.2f} % of the network)")
@@ -286,12 +304,16 @@ def measure_backends(cfg: Any, model: OSTrack, backends: Sequence[str], sequence
         net = time_callable(functools.partial(backend, template, search, mask), warmup, iterations)
         entry.update(network_ms=net.median_ms, network_ratio=eager_net.median_ms / net.median_ms,
                      eager_network_ms_paired=paired, network_ratio_paired=paired / net.median_ms)
+        if result.floors.get("int8_floor_ms"):
+            entry["network_x_int8_floor"] = net.median_ms / result.floors["int8_floor_ms"]
         if sequences:
             tracked = track_sequences(tracker, sequences)
             boxes = tracked.pop("boxes")
             entry.update(tracker=tracked, tracker_fps=tracked["fps"],
                          e2e_ratio=tracked["fps"] * eager_net.median_ms / 1000,
                          e2e_ratio_paired=tracked["fps"] * paired / 1000)
+            if result.floors.get("int8_floor_ms"):
+                entry["tracker_x_int8_floor"] = tracked["mean_ms"] / result.floors["int8_floor_ms"]
             if reference_boxes is None:  # this is the eager tracker
                 reference_boxes = boxes
             gate = evaluate_gate(name, backend, gate_reference, gate_sequences, make_tracker)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 TARGET_RATIO = 3.0  # end-to-end tracker fps over eager fp32 network-only fps that the fast back-ends aim at
+FLOOR_TARGET = 2.0  # end-to-end tracker time over the network's int8 floor that the fastest back-end aims at
 CONTROL_NAME = "fp32+noise"  # the PerturbedEager control row
 DEFAULT_BACKENDS = ("eager", "bf16", "onnx", "onnx-int8", "bf16-compile")
 DEFAULT_SEQUENCES = ("Couple", "Crossing", "Football1")
@@ -41,6 +42,7 @@ class BenchmarkSettings:
     ort_spinning: str = "never"
     control_noise: float = CONTROL_NOISE  # 0 drops the control row
     seed: int = 0  # of the random weights
+    floors: bool = True  # measure the GEMM rates and the network's floors first (~30 s)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class BenchmarkResult:
     eager_network_ms_end: float | None = None
     eager_load_end: float | None = None
     setup: BenchmarkSetup | None = None
+    floors: dict[str, Any] = field(default_factory=dict)  # GEMM rates and the network's floor per precision
 
     @property
     def best(self) -> tuple[str, float, float, float] | None:
@@ -92,7 +95,7 @@ class BenchmarkResult:
                   "eager_load": self.eager_load, "template_embed_ms": self.template_embed_ms,
                   "template_tokens": self.template_tokens, "backends": self.backends,
                   "eager_network_ms_end": self.eager_network_ms_end, "eager_load_end": self.eager_load_end,
-                  "best": self.best}
+                  "floors": self.floors, "best": self.best}
         if self.setup is not None:
             report.update(asdict(self.setup))
         return report
@@ -109,6 +112,15 @@ def format_setup(setup: BenchmarkSetup) -> str:
             f"{platform.processor() or platform.machine()}, {setup.threads} threads, torch {setup.torch}, "
             f"onnxruntime {setup.onnxruntime}, avx512_bf16={'avx512_bf16' in flags} "
             f"amx={'amx_bf16' in flags} vnni={'avx512_vnni' in flags}; frames: {frames}")
+
+
+def format_floors(floors: dict[str, Any]) -> str:
+    """The GEMM rates and the network's floors, one line."""
+    def ms(key: str) -> str:
+        return f"{floors[key]:.1f} ms" if floors.get(key) else "n/a"
+
+    return (f"{floors['describe']}; network {floors['operations'] / 1e9:.2f} GOP -> floor fp32 {ms('fp32_floor_ms')}, "
+            f"bf16 {ms('bf16_floor_ms')}, int8 {ms('int8_floor_ms')} (via {floors['gemm']['int8_best']})")
 
 
 def format_row(name: str, e: dict[str, Any]) -> str:
@@ -140,11 +152,12 @@ def format_report(result: BenchmarkResult) -> str:
     from lib.test.tracker.backends.gate import MAP_DEVIATION_LIMIT, SAME_STATE_IOU_LIMIT
 
     nan = float("nan")
-    lines = ["", f"eager fp32 network only: {result.eager_network_ms:.1f} ms at the start, "
+    lines = ["", format_floors(result.floors)] if result.floors else [""]
+    lines += [f"eager fp32 network only: {result.eager_network_ms:.1f} ms at the start, "
                  f"{result.eager_network_ms_end:.1f} ms at the end (load {result.eager_load} -> "
                  f"{result.eager_load_end})"]
     header = (f"{'backend':14s} | {'net ms':>7s} | {'net x':>5s} | {'trk ms':>7s} | {'trk fps':>7s} | "
-              f"{'e2e x':>5s} | {'pair x':>6s} | {'dScore':>7s} | {'dSize':>7s} | {'dOffset':>7s} | "
+              f"{'e2e x':>5s} | {'pair x':>6s} | {'floor x':>7s} | {'dScore':>7s} | {'dSize':>7s} | {'dOffset':>7s} | "
               f"{'IoUmin':>6s} | {'IoUmean':>7s} | {'<0.9':>7s} | {'ss min':>6s} | {'ss<0.9':>6s} | {'gate':>4s}")
     lines += [header, "-" * len(header)]
     for name, e in result.backends.items():
@@ -159,12 +172,15 @@ def format_report(result: BenchmarkResult) -> str:
             f"{name:14s} | {e['network_ms']:7.1f} | {e['network_ratio']:5.2f} | "
             f"{trk['mean_ms'] if trk else nan:7.1f} | {e.get('tracker_fps', nan):7.1f} | "
             f"{e.get('e2e_ratio', nan):5.2f} | {e.get('e2e_ratio_paired', nan):6.2f} | "
+            f"{e.get('tracker_x_int8_floor', e.get('network_x_int8_floor', nan)):7.2f} | "
             f"{dev['score_map']['abs']:7.1e} | {dev['size_map']['abs']:7.1e} | {dev['offset_map']['abs']:7.1e} | "
             f"{agree.get('iou_min', nan):6.3f} | {agree.get('iou_mean', nan):7.3f} | "
             f"{below:>7s} | {same.get('iou_min', nan):6.3f} | {same.get('frames_below_0.9', '-'):>6} | "
             f"{gate_text(e):>4s}")
     lines.append("e2e x = end-to-end tracker fps / eager fp32 network-only fps (crop + network + post-processing); "
                  "pair x: the same against eager timed again just before that back-end (load drift); "
+                 "floor x: tracker ms per frame (network ms without frames) / the network's int8 floor (its "
+                 "operations at this CPU's int8 GEMM rate, measured in this run); "
                  "IoU: per-frame IoU of the free-running tracker's boxes vs the eager fp32 tracker's; ss = same "
                  "state: every frame tracked from the eager tracker's previous box; gate: map deviation on the "
                  f"tracked frames <= {MAP_DEVIATION_LIMIT:.0e} (relative) and same-state IoU >= "
@@ -186,6 +202,11 @@ def format_report(result: BenchmarkResult) -> str:
         verdict = "reached" if best[1] >= TARGET_RATIO else "NOT reached"
         lines.append(f"target {TARGET_RATIO:.1f}x end to end: {verdict} (best: {best[0]} at {best[1]:.2f}x, "
                      f"{best[3]:.2f}x against the paired eager timing; min IoU vs eager {best[2]:.3f})")
+        floor_x = result.backends[best[0]].get("tracker_x_int8_floor")
+        if floor_x is not None:
+            verdict = "reached" if floor_x <= FLOOR_TARGET else "NOT reached"
+            lines.append(f"target: end to end within {FLOOR_TARGET:.0f}x of the int8 floor: {verdict} ({best[0]} at "
+                         f"{floor_x:.2f}x the floor of {result.floors['int8_floor_ms']:.1f} ms)")
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from lib.models import build_model, save_checkpoint
+from lib.test.evaluation import gemm_peaks
 from lib.test.evaluation.speed_report import BenchmarkResult, format_report
 from lib.test.tracker import OSTrackTracker
 from lib.test.tracker.backends import (
@@ -249,6 +250,8 @@ def test_benchmark_script_reports_ratios(student, tmp_path, cache_dir, shared_da
     (tmp_path / "student.yaml").write_text(cfg.to_yaml())
     checkpoint = save_checkpoint(tmp_path / "student.pth.tar", model, epoch=1)
     monkeypatch.syspath_prepend(str(REPO_ROOT / "tracking"))
+    monkeypatch.setattr(gemm_peaks, "GEMM_SIZE", 128)  # the floors' arithmetic, not this machine's peak
+    monkeypatch.setattr(gemm_peaks, "PROBE_SIZE", 64)
     sys.modules.pop("benchmark_fast_tracker", None)
     script = importlib.import_module("benchmark_fast_tracker")
     out = tmp_path / "bench.json"
@@ -273,8 +276,15 @@ def test_benchmark_script_reports_ratios(student, tmp_path, cache_dir, shared_da
     assert control["info"]["noise_relative_sigma"] == 2.5e-4 and control["tracker"]["frames"] == 22
     assert 0 < max(d["rel"] for d in control["deviation"].values()) < 2e-3
     assert report["best"][0] == "onnx"
+    floors = report["floors"]  # the network's operations at this CPU's GEMM rates, measured in the same run
+    for kind in ("fp32", "int8"):
+        assert floors[f"{kind}_floor_ms"] > 0
+    rate = max(r["ops_per_s"] for r in (floors["gemm"]["int8_torch"], floors["gemm"]["int8_onnxruntime"]) if r)
+    assert abs(floors["int8_floor_ms"] - 1000 * floors["operations"] / rate) < 1e-9 * floors["int8_floor_ms"]
+    assert abs(onnx["tracker_x_int8_floor"] - onnx["tracker"]["mean_ms"] / floors["int8_floor_ms"]) < 1e-9
     text = capsys.readouterr().out
     assert "e2e x" in text and "target 3.0x end to end" in text and "fp32+noise" in text and "| pass" in text
+    assert "floor x" in text and "within 2x of the int8 floor" in text
 
 
 def test_benchmark_report_is_formatted_without_being_changed():
