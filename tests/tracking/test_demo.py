@@ -19,8 +19,9 @@ from tests.model_configs import student_config
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_quick_demo_runs_every_stage_and_reuses_them(tmp_path):
+    # eager: the default 'auto' would measure the back-ends of every model first (tested in test_auto_backend.py)
     command = [sys.executable, str(REPO_ROOT / "tracking" / "demo.py"), "--quick", "--output", str(tmp_path),
-               "--no_progress"]
+               "--no_progress", "--backend", "eager"]
     env = dict(os.environ, LORETRACK_DATA_DIR=str(tmp_path / "data"))
     first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -34,6 +35,13 @@ def test_quick_demo_runs_every_stage_and_reuses_them(tmp_path):
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0
     assert second.stdout.count("reusing") == 3 and "training" not in second.stdout
+    assert second.stdout.count(": back-end eager") == 3
+
+
+def test_demo_tracks_with_auto_by_default():
+    from lib.demo import DemoSettings
+
+    assert DemoSettings().backend == "auto"
 
 
 @pytest.mark.e2e
