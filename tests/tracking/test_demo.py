@@ -18,6 +18,7 @@ from tests.model_configs import student_config
 
 @pytest.mark.e2e
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # two demo runs, each allowed 600 s below (about 2 minutes each on an idle machine)
 def test_quick_demo_runs_every_stage_and_reuses_them(tmp_path):
     # eager: the default 'auto' would measure the back-ends of every model first (tested in test_auto_backend.py)
     command = [sys.executable, str(REPO_ROOT / "tracking" / "demo.py"), "--quick", "--output", str(tmp_path),
