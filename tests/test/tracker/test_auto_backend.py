@@ -3,6 +3,7 @@ and resolved to a concrete back-end before anything is named after it (results f
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -155,3 +156,26 @@ def test_eager_and_auto_choices_are_not_gated_again(student, tmp_path):
     chosen = build_backend("eager", model)
     chosen.auto_choice = AutoChoice("eager", 1.0)
     assert auto.check_named_backend(model, chosen, tmp_path) is None and not list(tmp_path.iterdir())
+
+
+def test_processes_wanting_the_same_choice_measure_one_at_a_time(tmp_path):
+    """torchrun ranks start together: the second waits for the first's measurement instead of timing against it."""
+    import threading
+
+    cache, key, spans = ChoiceCache(tmp_path), {"model": "m"}, []
+    entered = threading.Event()
+
+    def measure() -> None:
+        with cache.measuring(key):
+            entered.set()
+            start = time.perf_counter()
+            time.sleep(0.2)
+            spans.append((start, time.perf_counter()))
+
+    first = threading.Thread(target=measure)
+    first.start()
+    entered.wait(5)
+    measure()
+    first.join()
+    (a_start, a_end), (b_start, b_end) = sorted(spans)
+    assert b_start >= a_end  # never both inside

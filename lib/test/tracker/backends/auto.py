@@ -10,6 +10,7 @@ measurement is bounded by :data:`TIME_BUDGET_S` (a candidate whose build would s
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -17,7 +18,7 @@ import logging
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,21 @@ class ChoiceCache:
         atomic_write_text(path, json.dumps({"key": key, field_name: record}, indent=1, default=str))
         return path
 
+    @contextlib.contextmanager
+    def measuring(self, key: Mapping[str, Any]) -> Iterator[None]:
+        """Hold the key's lock file while measuring: processes of one machine wanting the same choice at once
+        (torchrun ranks, parallel runners) wait for the first one instead of timing candidates against each
+        other. An advisory ``flock``; where it is unavailable, each process measures for itself."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.path_for(key).with_suffix(".lock"), "a") as handle:
+            try:
+                import fcntl
+
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except (ImportError, OSError):
+                pass
+            yield  # closing the file releases the lock
+
     def load(self, key: Mapping[str, Any]) -> AutoChoice | None:
         """The cached choice for ``key`` (None: not measured yet here)."""
         record = self.load_record(key, "choice")
@@ -227,7 +243,6 @@ def build_auto(model: nn.Module, threads: int | None = None, choice_dir: str | P
     ``options`` go to every candidate (each family ignores the other's); ``choice_dir`` defaults to
     ``<save_dir>/cache/backend_choice``. On a model that is not on the CPU, ``auto`` is eager.
     """
-    from lib.test.tracker.backends.registry import build_backend
     from lib.test.tracker.backends.torch_backends import EagerBackend
 
     unknown = [name for name in candidates if name in (AUTO, "eager")]
@@ -239,6 +254,14 @@ def build_auto(model: nn.Module, threads: int | None = None, choice_dir: str | P
     threads = threads or torch.get_num_threads()
     cache = ChoiceCache(choice_dir if choice_dir is not None else _default_choice_dir())
     key = choice_key(model, threads, candidates)
+    with cache.measuring(key):  # ranks or runners starting together: one measures, the others read its choice
+        return _build_auto(model, threads, cache, key, candidates, options)
+
+
+def _build_auto(model: nn.Module, threads: int, cache: ChoiceCache, key: dict[str, Any], candidates: Sequence[str],
+                options: dict[str, Any]) -> Any:
+    from lib.test.tracker.backends.registry import build_backend
+
     choice = cache.load(key)
     if choice is not None:
         log.info(choice.summary())
@@ -271,6 +294,17 @@ def check_named_backend(model: nn.Module, backend: Any, choice_dir: str | Path |
     threads = getattr(backend, "threads", None) or torch.get_num_threads()
     cache = ChoiceCache(choice_dir if choice_dir is not None else _default_choice_dir())
     key = {**choice_key(model, threads, [name]), "named": name}
+    with cache.measuring(key):
+        record = _named_backend_gate(model, backend, threads, cache, key)
+    if record.get("failure"):
+        log.warning("%s; its results may differ from eager fp32 here (use --backend eager or auto)", record["failure"])
+    return record
+
+
+def _named_backend_gate(model: nn.Module, backend: Any, threads: int, cache: ChoiceCache, key: dict[str, Any]
+                        ) -> dict[str, Any]:
+    """The stored gate record of ``backend`` for ``key``, measured now if there is none."""
+    name = backend.name
     record = cache.load_record(key, "gate")
     if record is None:
         from lib.test.tracker.backends.registry import build_backend
@@ -285,8 +319,6 @@ def check_named_backend(model: nn.Module, backend: Any, choice_dir: str | Path |
         torch.set_num_threads(torch_threads)
         record = {**gate.to_dict(), "failure": gate.failure(), "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
         cache.save_record(key, "gate", record)
-    if record.get("failure"):
-        log.warning("%s; its results may differ from eager fp32 here (use --backend eager or auto)", record["failure"])
     return record
 
 
