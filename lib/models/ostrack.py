@@ -110,11 +110,24 @@ class OSTrack(nn.Module):
         return out
 
 
-def build_model(cfg: Any, training: bool = False) -> OSTrack:
-    """Build OSTrack from a config; sizes come from ``DATA`` when training and ``TEST`` otherwise.
+def crop_sizes(cfg: Any, training: bool = False) -> tuple[int, int]:
+    """(template, search) crop sizes of the network a config builds: ``DATA`` when training, ``TEST`` otherwise
+    (a null TEST size means the training size).
 
     This is the one place the crop sizes are read from a config: everything else asks the built model
-    (``template_size``, ``search_size``, ``example_inputs``), which cannot disagree with its weights.
+    (``template_size``, ``search_size``, ``example_inputs``), which cannot disagree with its weights, or this
+    function where no model is built.
+    """
+    training_sizes = (cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE)
+    if training:
+        return training_sizes
+    test_sizes = (cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE)
+    template_size, search_size = (test or train for test, train in zip(test_sizes, training_sizes, strict=True))
+    return template_size, search_size
+
+
+def build_model(cfg: Any, training: bool = False) -> OSTrack:
+    """Build OSTrack from a config, at its :func:`crop_sizes` for ``training`` or testing.
 
     With ``training=True`` the MAE (or other) weights in ``MODEL.PRETRAIN_FILE`` are loaded into the
     backbone when the file exists under the pre-trained weights folder or as a path.
@@ -125,12 +138,7 @@ def build_model(cfg: Any, training: bool = False) -> OSTrack:
     if cfg.MODEL.HEAD.TYPE != "CENTER":
         raise ConfigError(f"MODEL.HEAD.TYPE '{cfg.MODEL.HEAD.TYPE}' is not supported; use CENTER")
     use_ce = bb.TYPE.endswith("_ce")
-    training_sizes = (cfg.DATA.TEMPLATE.SIZE, cfg.DATA.SEARCH.SIZE)
-    if training:
-        template_size, search_size = training_sizes
-    else:  # a null TEST size means: the training size
-        test_sizes = (cfg.TEST.TEMPLATE_SIZE, cfg.TEST.SEARCH_SIZE)
-        template_size, search_size = (test or train for test, train in zip(test_sizes, training_sizes, strict=True))
+    template_size, search_size = crop_sizes(cfg, training)
     backbone = VisionTransformerTracker(
         template_size=template_size, search_size=search_size, patch_size=bb.PATCH_SIZE,
         embed_dim=bb.EMBED_DIM, depth=bb.DEPTH, num_heads=bb.NUM_HEADS, mlp_ratio=bb.MLP_RATIO,

@@ -13,10 +13,10 @@ from lib.utils.paths import REPO_ROOT
 from tests.model_configs import student_config, tiny_config
 
 # The one read of each crop size per mode: TEST for tracking and export, DATA for training.
-SIZE_READS = {("TEST", "TEMPLATE"): ["lib/models/ostrack.py:build_model"],
-              ("TEST", "SEARCH"): ["lib/models/ostrack.py:build_model"],
-              ("DATA", "TEMPLATE"): ["lib/models/ostrack.py:build_model"],
-              ("DATA", "SEARCH"): ["lib/models/ostrack.py:build_model"]}
+SIZE_READS = {("TEST", "TEMPLATE"): ["lib/models/ostrack.py:crop_sizes"],
+              ("TEST", "SEARCH"): ["lib/models/ostrack.py:crop_sizes"],
+              ("DATA", "TEMPLATE"): ["lib/models/ostrack.py:crop_sizes"],
+              ("DATA", "SEARCH"): ["lib/models/ostrack.py:crop_sizes"]}
 
 
 def test_builder_sizes_per_mode_and_example_inputs():

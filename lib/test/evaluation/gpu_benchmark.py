@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from lib.config import Config, load_config
-from lib.models import OSTrack, build_model
+from lib.models import OSTrack, build_model, crop_sizes
 from lib.utils.errors import UserError
 from lib.utils.paths import REPO_ROOT
 from lib.utils.profiling import Timing, time_callable
@@ -228,8 +228,7 @@ def smoke_overrides(cfg: Config) -> dict[str, Any]:
     overrides: dict[str, Any] = dict(SMOKE_OVERRIDES)
     if cfg.MODEL.BACKBONE.TYPE.endswith("_ce"):
         overrides.update(SMOKE_CE_OVERRIDES)
-    search = cfg.TEST.SEARCH_SIZE or cfg.DATA.SEARCH.SIZE
-    template, search = SMOKE_CROPS["large" if search > 256 else "small"]
+    template, search = SMOKE_CROPS["large" if crop_sizes(cfg)[1] > 256 else "small"]
     overrides.update({"DATA.TEMPLATE.SIZE": template, "DATA.SEARCH.SIZE": search, "TEST.TEMPLATE_SIZE": template,
                       "TEST.SEARCH_SIZE": search})
     return overrides
