@@ -1,7 +1,8 @@
 """The ONNX back-ends: the network exported once (cached), run by ONNX Runtime in fp32 or dynamic int8.
 
 Candidate elimination (CE) exports correctly (TopK / GatherElements / ScatterElements with a fixed number
-of kept tokens); its template mask becomes a graph input.
+of kept tokens); its template mask becomes a graph input. Every input and output has a dynamic batch axis
+(traced at batch 2, so that no size-1 batch dimension is baked into the graph).
 """
 from __future__ import annotations
 
@@ -16,16 +17,26 @@ import torch
 from torch import nn
 
 from lib.models.head import MatMulCenterHead
-from lib.test.tracker.backends.base import MAP_NAMES, BackendError, MapsOnly, NetworkBackend, quiet, with_boxes
+from lib.test.tracker.backends.base import (
+    MAP_NAMES,
+    BackendError,
+    MapsOnly,
+    NetworkBackend,
+    quiet,
+    uses_ce_mask,
+    with_boxes,
+)
 from lib.test.tracker.backends.cpu_features import int8_dot_product_supported
 from lib.test.tracker.backends.onnx_cache import OnnxCache, default_cache_dir, sources_digest, weights_digest
 
 log = logging.getLogger(__name__)
 
-# Bump when the exported graph changes for reasons the hashed inputs do not capture.
-EXPORT_FORMAT_VERSION = 1
+# Bump when the exported graph changes for reasons the hashed inputs do not capture (2: dynamic batch axis).
+EXPORT_FORMAT_VERSION = 2
 SPINNING_MODES = ("run", "always", "never")
 EXPORTERS = ("legacy", "dynamo")
+BATCH_AXIS = "batch"
+TRACE_BATCH = 2  # a batch of 1 would let the tracer treat the batch dimension as a constant 1
 
 
 class MapsOnlyMatMulHead(nn.Module):
@@ -67,6 +78,9 @@ class OnnxBackend(NetworkBackend):
     export the head's three first 3x3 convolutions as one MatMul so that they are quantised too;
     ``cache_dir``: where the files go (default ``<save_dir>/cache/onnx``); ``cache_max_entries``: how many
     exports to keep there (least recently built ones are deleted first);
+    The graph has a dynamic batch axis. Batch-1 calls run a session with that axis fixed to 1 (as fast as, and
+    bit-identical to, a batch-1 export); the first batched call opens a second session that takes any batch.
+
     ``torch_threads``: torch's intra-op threads for this process (default 1; None leaves them alone). With the
     network in ORT, torch only does the tracker's tiny per-frame tensor work, and its idle OpenMP threads
     spinning after those ops delay the next ORT run (seen: ~5 ms per frame on 2 cores).
@@ -81,7 +95,7 @@ class OnnxBackend(NetworkBackend):
                  matmul_head: bool = True) -> None:
         super().__init__(model)
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (only checks that it is installed)
         except ImportError as err:
             raise BackendError(f"back-end 'onnx' needs onnxruntime and onnx ({err}); install them, or use "
                                "'eager' / 'bf16'") from None
@@ -94,8 +108,10 @@ class OnnxBackend(NetworkBackend):
             raise BackendError(f"unknown ORT optimisation level '{optimization}'; use one of {list(levels)}")
         self.name = "onnx-int8" if int8 else "onnx"
         self.int8 = int8
+        # dynamic int8 quantises activations with one scale per tensor, i.e. per whole batch: batch mates interact
+        self.supports_batch = not int8
         self.threads = threads or torch.get_num_threads()  # read before torch_threads changes it
-        self.opset = opset or (18 if exporter == "dynamo" else 17)  # dynamo implements opset >= 18 only
+        self.opset = opset or default_opset(exporter)
         self.exporter, self.per_channel, self.validate = exporter, per_channel, validate
         self.reduce_range = not int8_dot_product_supported()
         self.cache = OnnxCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(),
@@ -107,22 +123,40 @@ class OnnxBackend(NetworkBackend):
             self.path, self.cache_hit = self.cache.get_or_build(self._int8_key(), self._export_int8)
         else:
             self.path, self.cache_hit = self.cache.get_or_build(self._fp32_key(), self._export)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = levels[optimization]
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0" if spinning == "never" else "1")
-        if spinning == "run":
-            options.add_session_config_entry("session.force_spinning_stop", "1")
-        options.log_severity_level = 3
         self.optimization, self.spinning = optimization, spinning
-        self.session = self.cache.open_session(self.path, options)
+        self.session = self.cache.open_session(self.path, self._session_options(batch=1))
+        self._batch_session: Any = None  # any batch size, opened on the first batched call
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.torch_threads = torch_threads
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.build_seconds = time.perf_counter() - start
+
+    def _session_options(self, batch: int | None) -> Any:
+        """ORT settings; ``batch`` fixes the graph's batch axis at load time (None: any batch). With every shape
+        known ORT fuses more (MatMul + Add into Gemm), so batch-1 maps are bit-identical to a batch-1 export."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = _optimization_levels()[self.optimization]
+        options.add_session_config_entry("session.intra_op.allow_spinning",
+                                         "0" if self.spinning == "never" else "1")
+        if self.spinning == "run":
+            options.add_session_config_entry("session.force_spinning_stop", "1")
+        options.log_severity_level = 3
+        if batch is not None:
+            options.add_free_dimension_override_by_name(BATCH_AXIS, batch)
+        return options
+
+    def _session_for(self, batch: int) -> Any:
+        if batch == 1:
+            return self.session
+        if self._batch_session is None:
+            self._batch_session = self.cache.open_session(self.path, self._session_options(batch=None))
+        return self._batch_session
 
     # -- cache keys and builders
     def _fp32_key(self) -> dict[str, Any]:
@@ -144,60 +178,21 @@ class OnnxBackend(NetworkBackend):
                 "ops": ["MatMul"], "per_channel": self.per_channel, "reduce_range": self.reduce_range,
                 "weight_type": "QInt8", "onnxruntime": ort.__version__}
 
-    def _example_inputs(self, seed: int = 0) -> tuple[torch.Tensor, ...]:
-        """The model's seeded random inputs, the CE mask only where the graph takes it as an input."""
-        inputs = self.model.example_inputs(device="cpu", generator=torch.Generator().manual_seed(seed))
-        return tuple(inputs) if self.uses_ce_mask else (inputs.template, inputs.search)
-
-    def _exported_module(self) -> nn.Module:
-        wrapper = MapsOnlyMatMulHead if self.matmul_head else MapsOnly
-        return wrapper(self.model, self.uses_ce_mask).eval()
-
     def _export(self, target: Path) -> None:
-        wrapper = self._exported_module()
-        was_training = self.model.training
-        inputs = self._example_inputs()
-        names = ["template", "search"] + (["ce_template_mask"] if self.uses_ce_mask else [])
-        log.info("exporting the network to ONNX (%s exporter) -> %s", self.exporter, target)
-        try:
-            with torch.no_grad(), quiet():
-                torch.onnx.export(wrapper, inputs, str(target), input_names=names, output_names=list(MAP_NAMES),
-                                  opset_version=self.opset, dynamo=self.exporter == "dynamo",
-                                  do_constant_folding=True, verbose=False)
-        except ImportError as err:
-            raise BackendError(f"ONNX export with the {self.exporter} exporter failed: {err} (the dynamo "
-                               "exporter needs onnxscript; exporter='legacy' needs only onnx)") from None
-        finally:
-            self.model.train(was_training)  # the exporter restores the wrapper's mode on the whole tree
+        export_network(self.model, target, matmul_head=self.matmul_head, exporter=self.exporter, opset=self.opset)
         if self.validate:
-            self._check_against_eager(target)
-
-    def _check_against_eager(self, path: Path) -> None:
-        """A fresh fp32 export must reproduce the eager maps; anything else is an exporter bug."""
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        inputs = self._example_inputs(seed=1)
-        with torch.no_grad():
-            ref = MapsOnly(self.model, self.uses_ce_mask).eval()(*inputs)  # the original network
-        feed = {i.name: t.numpy() for i, t in zip(session.get_inputs(), inputs, strict=False)}
-        for name, got, want in zip(MAP_NAMES, session.run(None, feed), ref, strict=True):
-            err = float(np.abs(got - want.numpy()).max())
-            if not err <= 1e-3 * max(1.0, float(want.abs().max())):
-                raise BackendError(f"the ONNX export of the network does not reproduce the eager {name} "
-                                   f"(max abs deviation {err:.3g}); use the 'eager' or 'bf16' back-end")
+            deviation = deviation_from_eager(self.model, target)
+            for name, dev in deviation.items():
+                if not dev["abs"] <= 1e-3 * max(1.0, dev["scale"]):
+                    raise BackendError(f"the ONNX export of the network does not reproduce the eager {name} "
+                                       f"(max abs deviation {dev['abs']:.3g}); use the 'eager' or 'bf16' back-end")
 
     def _export_int8(self, target: Path) -> None:
         """Export fp32 to a temporary file (checked against eager), then quantise it into ``target``."""
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as folder:
             fp32 = Path(folder) / "fp32.onnx"
             self._export(fp32)
-            log.info("quantising the export to int8 -> %s", target)
-            with quiet():
-                quantize_dynamic(fp32, target, op_types_to_quantize=["MatMul"], per_channel=self.per_channel,
-                                 reduce_range=self.reduce_range, weight_type=QuantType.QInt8)
+            quantize_dynamic_int8(fp32, target, per_channel=self.per_channel, reduce_range=self.reduce_range)
 
     # -- inference
     def __call__(self, template, search, ce_template_mask=None):
@@ -207,7 +202,7 @@ class OnnxBackend(NetworkBackend):
             if ce_template_mask is None:
                 raise ValueError("this CE network needs its template mask (model.make_ce_template_mask(...))")
             feed["ce_template_mask"] = ce_template_mask.detach().cpu().to(torch.bool).numpy()
-        outputs = self.session.run(None, feed)
+        outputs = self._session_for(feed["search"].shape[0]).run(None, feed)
         return with_boxes({name: torch.from_numpy(out) for name, out in zip(MAP_NAMES, outputs, strict=True)})
 
     def describe(self) -> dict[str, Any]:
@@ -218,3 +213,90 @@ class OnnxBackend(NetworkBackend):
         if self.int8:
             info.update(per_channel=self.per_channel, reduce_range=self.reduce_range, matmul_head=self.matmul_head)
         return info
+
+
+def default_opset(exporter: str) -> int:
+    return 18 if exporter == "dynamo" else 17  # dynamo implements opset >= 18 only
+
+
+def graph_input_names(with_mask: bool) -> list[str]:
+    """The exported graph's inputs, in the order ``forward`` takes them."""
+    return ["template", "search"] + (["ce_template_mask"] if with_mask else [])
+
+
+def network_inputs(model: nn.Module, seed: int, batch: int = 1) -> tuple[torch.Tensor, ...]:
+    """Seeded random crops (and the CE mask where the graph takes it as an input) in graph input order."""
+    inputs = model.example_inputs(batch=batch, device="cpu", generator=torch.Generator().manual_seed(seed))
+    return tuple(inputs) if uses_ce_mask(model) else (inputs.template, inputs.search)
+
+
+def export_network(model: nn.Module, target: Path, matmul_head: bool = False, exporter: str = "legacy",
+                   opset: int | None = None) -> None:
+    """Write the network's maps-only graph to ``target`` as ONNX, with a dynamic batch axis on every input and
+    output. ``matmul_head``: the head's first convolutions as one MatMul (:class:`MatMulCenterHead`)."""
+    with_mask = uses_ce_mask(model)
+    wrapper = (MapsOnlyMatMulHead if matmul_head else MapsOnly)(model, with_mask).eval()
+    was_training = model.training
+    inputs = network_inputs(model, seed=0, batch=TRACE_BATCH)
+    names = graph_input_names(with_mask)
+    opset = opset or default_opset(exporter)
+    if exporter == "dynamo":
+        batch = torch.export.Dim(BATCH_AXIS)
+        axes: dict[str, Any] = {"dynamic_shapes": {name: {0: batch} for name in names}}
+    else:
+        axes = {"dynamic_axes": {name: {0: BATCH_AXIS} for name in (*names, *MAP_NAMES)}}
+    log.info("exporting the network to ONNX (%s exporter) -> %s", exporter, target)
+    try:
+        with torch.no_grad(), quiet():
+            torch.onnx.export(wrapper, inputs, str(target), input_names=names, output_names=list(MAP_NAMES),
+                              opset_version=opset, dynamo=exporter == "dynamo", do_constant_folding=True,
+                              verbose=False, **axes)
+    except ImportError as err:
+        raise BackendError(f"ONNX export with the {exporter} exporter failed: {err} (the dynamo "
+                           "exporter needs onnxscript; exporter='legacy' needs only onnx)") from None
+    finally:
+        model.train(was_training)  # the exporter restores the wrapper's mode on the whole tree
+
+
+def checking_session(path: Path) -> Any:
+    """An ORT CPU session for verifying a file: torch's thread count, no spinning (fair on a shared machine)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def deviation_from_eager(model: nn.Module, path: Path, batches: tuple[int, ...] = (1, TRACE_BATCH + 1),
+                         seed: int = 1) -> dict[str, dict[str, float]]:
+    """Per map: max |ONNX - eager| (``abs``), the map's max |eager value| (``scale``) and their ratio (``rel``),
+    over seeded random inputs at each batch size in ``batches`` (the traced size excluded, so that the dynamic
+    axis is exercised), fp32 on ONNX Runtime's CPU provider."""
+    session = checking_session(path)
+    reference = MapsOnly(model, uses_ce_mask(model)).eval()  # the original network, whatever was exported
+    result = {name: {"abs": 0.0, "scale": 0.0} for name in MAP_NAMES}
+    for i, batch in enumerate(batches):
+        inputs = network_inputs(model, seed=seed + i, batch=batch)
+        with torch.no_grad():
+            want = reference(*inputs)
+        names = graph_input_names(uses_ce_mask(model))
+        got = session.run(None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
+        for name, out, ref in zip(MAP_NAMES, got, want, strict=True):
+            result[name]["abs"] = max(result[name]["abs"], float(np.abs(out - ref.numpy()).max()))
+            result[name]["scale"] = max(result[name]["scale"], float(ref.abs().max()))
+    for dev in result.values():
+        dev["rel"] = dev["abs"] / max(dev["scale"], 1e-12)
+    return result
+
+
+def quantize_dynamic_int8(fp32: Path, target: Path, per_channel: bool = True, reduce_range: bool = False) -> None:
+    """ONNX Runtime's dynamic int8 quantisation of every MatMul (int8 weights, activations quantised per call
+    with one scale per tensor, i.e. per whole batch)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    log.info("quantising the export to int8 (dynamic) -> %s", target)
+    with quiet():
+        quantize_dynamic(fp32, target, op_types_to_quantize=["MatMul"], per_channel=per_channel,
+                         reduce_range=reduce_range, weight_type=QuantType.QInt8)
