@@ -55,13 +55,20 @@ def temp_sibling(path: str | Path, suffix: str = "") -> Path:
 
 
 def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (a zombie, dead but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()  # with /proc: it ended just now
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2:][:1] not in ("Z", "X")
 
 
 def is_stale_temp(path: Path) -> bool:
@@ -139,6 +146,45 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def create_exclusive_file(path: str | Path, text: str) -> bool:
+    """Create ``path`` holding ``text`` only if nothing is there yet; False when another writer was first.
+
+    The complete file appears at once (a hard link of a flushed temporary file, which NFS also makes atomic), so
+    a reader never sees it half-written; where hard links are not supported it is created with O_EXCL and
+    written after. Exactly one of any number of concurrent callers, on any host sharing the folder, gets True.
+    """
+    path = Path(path)
+    tmp = temp_sibling(path)
+    try:
+        tmp.write_text(text)
+        fsync_path(tmp)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            if err.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EXDEV):
+                return _create_with_o_excl(path, text)
+            if os.stat(tmp).st_nlink != 2:  # NFS can report an error for a link it made (a retried request)
+                raise
+        fsync_path(path.parent)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _create_with_o_excl(path: Path, text: str) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
 
 
 def move_aside(path: str | Path) -> Path:

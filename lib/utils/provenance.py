@@ -126,6 +126,10 @@ def read_manifest(path: str | Path) -> dict[str, Any] | None:
     return content
 
 
+def manifest_text(manifest: Mapping[str, Any]) -> str:
+    return json.dumps(manifest, indent=1, sort_keys=False, default=str) + "\n"
+
+
 def write_manifest(path: str | Path, manifest: Mapping[str, Any]) -> Path:
-    atomic_write_text(path, json.dumps(manifest, indent=1, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, manifest_text(manifest))
     return Path(path)

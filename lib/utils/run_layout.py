@@ -8,6 +8,8 @@ and habits carry over::
     test/tracking_results/<script>/<config>[_<runid:03d>][_<backend>]/<seq>.txt, <seq>_time.txt
                                                                  (GOT-10k and TrackingNet one level deeper, in
                                                                   <tag>/, where their packers look) + manifest.json
+        claims/[<tag>/]<seq>.claim-<n>, claims/runners/, claims/manifest.lock.claim-<n>
+                                                                 who tracks what now (see lib.test.evaluation.claims)
     test/result_plots/<report>/                                  analysis plots and metric cache
     cache/onnx/, cache/backend_choice/, cache/data_checks/,      exported fast-tracker networks, back-end choices,
     cache/*.json                                                 training-data checks, dataset indexes
@@ -143,3 +145,46 @@ def result_path_base(run_folder: str | Path, seq_name: str, tag: str) -> Path:
 def result_files(path_base: str | Path) -> tuple[Path, Path]:
     """The box file and the time file of one sequence."""
     return Path(f"{path_base}.txt"), Path(f"{path_base}{TIME_SUFFIX}.txt")
+
+
+CLAIMS_FOLDER = "claims"
+CLAIM_SUFFIX = ".claim-"
+
+
+def claims_folder(run_folder: str | Path) -> Path:
+    """Where runners sharing a results folder say which sequence each is tracking (never holds results)."""
+    return Path(run_folder) / CLAIMS_FOLDER
+
+
+def sequence_claims_folder(run_folder: str | Path, tag: str) -> Path:
+    """``claims/[<tag>/]``: sequences are claimed in a folder of their own where their results have one."""
+    folder = claims_folder(run_folder)
+    return folder / tag if tag in RESULT_SUBFOLDER_TAGS else folder
+
+
+def sequence_claim_base(run_folder: str | Path, seq_name: str, tag: str) -> Path:
+    """``claims/[<tag>/]<seq>``: the claim files of one sequence are this path plus :func:`claim_file`'s suffix."""
+    return sequence_claims_folder(run_folder, tag) / seq_name
+
+
+def runner_claims_folder(run_folder: str | Path) -> Path:
+    """One claim per live runner (a process tracking into the folder), held for the runner's whole run."""
+    return claims_folder(run_folder) / "runners"
+
+
+def manifest_lock_base(run_folder: str | Path) -> Path:
+    """The claim that serialises updates of the folder's manifest."""
+    return claims_folder(run_folder) / "manifest.lock"
+
+
+def claim_file(base: str | Path, generation: int) -> Path:
+    """``<base>.claim-<generation>``: a claim taken over from a dead runner gets the next generation."""
+    return Path(f"{base}{CLAIM_SUFFIX}{generation}")
+
+
+def claim_generation(base: str | Path, path: str | Path) -> int | None:
+    """The generation of ``path`` if it is a claim file of ``base`` (None otherwise)."""
+    prefix = f"{Path(base).name}{CLAIM_SUFFIX}"
+    name = Path(path).name
+    suffix = name[len(prefix):] if name.startswith(prefix) else ""
+    return int(suffix) if suffix.isdigit() else None

@@ -184,6 +184,7 @@ def _bad_value_table(files, bench, blocker, tmp_path):
         ("profile_model", [*profile, "--json", blocker / "r.json"], f"cannot write the --json report in {blocker}"),
         ("test", [*test, "--threads", "-1"], "--threads and --num_gpus must be >= 0"),
         ("test", [*test, "--runid", "-1"], "--runid must be >= 0"),
+        ("test", [*test, "--claim_lease", "0"], "--claim_lease must be a positive number of minutes"),
         ("test", ["ostrak", *test[1:]], "unknown script 'ostrak'"),
         ("test", [*test, "--save_dir", blocker / "out"], f"cannot write tracking results in {blocker}/out/test/"),
         ("test", [*test, "--sequence", "badgt"], "badgt/groundtruth.txt: not a table of numbers"),

@@ -4,11 +4,18 @@ Per frame: crop the search region around the previous box (side ceil(sqrt(w*h) *
 run the network against the fixed first-frame template, weight the score map with a Hann window,
 decode at its maximum, map the box back to the image and clip it with a 10-pixel margin. No template
 update, no score threshold, no smoothing (``../shared/docs/method.md`` §4).
+
+A frame is :meth:`~OSTrackTracker.prepare` (crop and normalise around the sequence's last box), the network,
+and :meth:`~OSTrackTracker.finish` (window, decode, map back, clip, update the state). ``track`` does the three
+for the one sequence the tracker holds; a lockstep benchmark run (:mod:`lib.test.evaluation.lockstep`) keeps one
+:class:`TrackState` per sequence and joins their frames into one network call (:meth:`~OSTrackTracker.network_batch`).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -44,6 +51,25 @@ def clip_box(box: Sequence[float], height: int, width: int, margin: float = 0) -
     return [x1, y1, max(margin, x2 - x1), max(margin, y2 - y1)]
 
 
+@dataclass
+class TrackState:
+    """One sequence's tracking state: the fixed first-frame template (and its CE mask) and the last box."""
+
+    template: torch.Tensor  # (1, 3, T, T), normalised
+    ce_mask: torch.Tensor | None  # (1, template tokens) or None when the network takes none
+    box: list[float]  # (x, y, w, h) in image pixels
+    frame_id: int = 0
+
+
+@dataclass
+class SearchCrop:
+    """One frame cut and normalised for the network, with what mapping its result back needs."""
+
+    search: torch.Tensor  # (1, 3, S, S)
+    resize_factor: float
+    image_size: tuple[int, int]  # (height, width)
+
+
 class OSTrackTracker:
     """Single-object tracker around an OSTrack-style network.
 
@@ -53,6 +79,9 @@ class OSTrackTracker:
     ``backend_options={"timed": True}`` makes ``backend`` a :class:`~lib.test.tracker.backends.TimedBackend`
     that records the network's time inside every tracked frame. An initial box whose crops would take more than
     ``crop_memory_mb`` is refused by name (a crop grows with the square of the box side, up to the machine's end).
+
+    The sequence being tracked is ``sequence`` (a :class:`TrackState`); ``state``, ``template``, ``ce_mask`` and
+    ``frame_id`` read (``state`` also sets) its fields.
     """
 
     def __init__(self, model: OSTrack, template_factor: float, search_factor: float,
@@ -73,10 +102,7 @@ class OSTrackTracker:
         # Buffers reused every frame: no per-frame allocation of crops or input tensors.
         self._search_crop = np.empty((self.search_size, self.search_size, 3), dtype=np.uint8)
         self._search = torch.empty(1, 3, self.search_size, self.search_size, device=self.device)
-        self.template: torch.Tensor | None = None
-        self.ce_mask: torch.Tensor | None = None
-        self.state: list[float] | None = None
-        self.frame_id = 0
+        self.sequence: TrackState | None = None
 
     @classmethod
     def from_config(cls, cfg: Any, checkpoint: str | None = None, device: str | torch.device = "cpu",
@@ -116,6 +142,40 @@ class OSTrackTracker:
                        ce_template_mask: torch.Tensor | None) -> Mapping[str, torch.Tensor]:
         return self.model(template, search, ce_template_mask=ce_template_mask)
 
+    @cached_property
+    def batch_network(self) -> NetworkFn | None:
+        """The network for a batch of several sequences' frames, or None when it must get them one by one
+        (``supports_batch`` of the back-end or of a given ``network_fn``; plain eager always batches)."""
+        network = self.backend if self.backend is not None else self.network_fn
+        if network == self._eager_network:  # plain eager: the back-end whose batches match batch 1 bit for bit
+            from lib.test.tracker.backends import EagerBackend
+
+            return EagerBackend(self.model)
+        return network if getattr(network, "supports_batch", False) else None
+
+    # -- the sequence this tracker holds (single-sequence interface)
+    @property
+    def state(self) -> list[float] | None:
+        return None if self.sequence is None else self.sequence.box
+
+    @state.setter
+    def state(self, box: Sequence[float]) -> None:
+        if self.sequence is None:
+            raise RuntimeError("call initialize() before setting the state")
+        self.sequence.box = list(box)
+
+    @property
+    def template(self) -> torch.Tensor | None:
+        return None if self.sequence is None else self.sequence.template
+
+    @property
+    def ce_mask(self) -> torch.Tensor | None:
+        return None if self.sequence is None else self.sequence.ce_mask
+
+    @property
+    def frame_id(self) -> int:
+        return 0 if self.sequence is None else self.sequence.frame_id
+
     def _normalise_into(self, crop: np.ndarray, target: torch.Tensor) -> torch.Tensor:
         """(x / 255 - mean) / std, computed in place in ``target`` (1, 3, S, S)."""
         target.copy_(torch.from_numpy(crop).permute(2, 0, 1).unsqueeze(0))
@@ -123,17 +183,20 @@ class OSTrackTracker:
 
     @torch.no_grad()
     def initialize(self, image: np.ndarray, info: Mapping[str, Any]) -> dict[str, Any]:
+        self.sequence = self.start_sequence(image, info)
+        return {"target_bbox": list(self.sequence.box)}
+
+    @torch.no_grad()
+    def start_sequence(self, image: np.ndarray, info: Mapping[str, Any]) -> TrackState:
+        """A new sequence's state from its first frame and ``info['init_bbox']``."""
         box = validate_init_box(info["init_bbox"], image.shape)
         self.check_crop_memory(box, image.shape)
         crop = sample_target(image, box, self.template_factor, self.template_size)
         template = torch.empty(1, 3, self.template_size, self.template_size, device=self.device)
-        self.template = self._normalise_into(crop.image, template)
+        template = self._normalise_into(crop.image, template)
         template_box = box_to_crop(torch.tensor(box), torch.tensor(box), crop.resize_factor, self.template_size,
                                    normalize=True).view(1, 4).to(self.device)
-        self.ce_mask = self.model.make_ce_template_mask(1, self.device, template_box)
-        self.state = box
-        self.frame_id = 0
-        return {"target_bbox": list(box)}
+        return TrackState(template, self.model.make_ce_template_mask(1, self.device, template_box), box)
 
     def check_crop_memory(self, box: Sequence[float], image_shape: Sequence[int]) -> None:
         """Refuse a box whose template or search crop would exceed ``crop_memory_mb`` (TEST.CROP_MEMORY_MB)."""
@@ -148,23 +211,53 @@ class OSTrackTracker:
 
     @torch.no_grad()
     def track(self, image: np.ndarray, info: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        if self.state is None or self.template is None:
+        if self.sequence is None:
             raise RuntimeError("call initialize() before track()")
-        height, width = image.shape[:2]
-        self.frame_id += 1
-        crop = sample_target(image, self.state, self.search_factor, self.search_size, out=self._search_crop)
-        search = self._normalise_into(crop.image, self._search)
-        out = self.network_fn(self.template, search, self.ce_mask)
+        crop = self.prepare(image, self.sequence, out=self._search)
+        out = self.network_fn(self.sequence.template, crop.search, self.sequence.ce_mask)
+        return self.finish(self.sequence, crop, out)
+
+    # -- one frame in three steps, for one sequence or several in lockstep
+    @torch.no_grad()
+    def prepare(self, image: np.ndarray, state: TrackState, out: torch.Tensor | None = None) -> SearchCrop:
+        """The search crop around ``state``'s last box, normalised into ``out`` (a new tensor by default)."""
+        state.frame_id += 1
+        crop = sample_target(image, state.box, self.search_factor, self.search_size, out=self._search_crop)
+        if out is None:
+            out = torch.empty(1, 3, self.search_size, self.search_size, device=self.device)
+        return SearchCrop(self._normalise_into(crop.image, out), crop.resize_factor, image.shape[:2])
+
+    @torch.no_grad()
+    def network_batch(self, states: Sequence[TrackState], crops: Sequence[SearchCrop]
+                      ) -> list[Mapping[str, torch.Tensor]]:
+        """The network's maps for several sequences' frames, in one call (each sample's maps as (1, ...)
+        slices); a network that cannot batch (:attr:`batch_network` None) gets the samples one by one, so that
+        a frame never depends on its batch mates."""
+        from lib.test.tracker.backends.base import MAP_NAMES
+
+        if len(states) == 1 or self.batch_network is None:
+            return [self.network_fn(state.template, crop.search, state.ce_mask)
+                    for state, crop in zip(states, crops, strict=True)]
+        masks = [state.ce_mask for state in states]
+        out = self.batch_network(torch.cat([state.template for state in states]),
+                                 torch.cat([crop.search for crop in crops]),
+                                 None if masks[0] is None else torch.cat(masks))
+        return [{name: out[name][i:i + 1] for name in MAP_NAMES} for i in range(len(states))]
+
+    @torch.no_grad()
+    def finish(self, state: TrackState, crop: SearchCrop, out: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        """Window the score map, decode the box at its maximum, map it back to the image, clip it, keep it."""
         response = self.window * out["score_map"].float()
         box = decode_boxes(response, out["size_map"].float(), out["offset_map"].float()).view(-1, 4)
         pred = (box.mean(dim=0) * self.search_size / crop.resize_factor).tolist()
-        self.state = clip_box(self._map_back(pred, crop.resize_factor), height, width, margin=10)
-        return {"target_bbox": list(self.state)}
+        height, width = crop.image_size
+        state.box = clip_box(self._map_back(state.box, pred, crop.resize_factor), height, width, margin=10)
+        return {"target_bbox": list(state.box)}
 
-    def _map_back(self, pred: Sequence[float], resize_factor: float) -> list[float]:
-        """Crop-pixel (cx, cy, w, h) -> image (x, y, w, h); the crop was centred on the previous box."""
-        cx_prev = self.state[0] + 0.5 * self.state[2]
-        cy_prev = self.state[1] + 0.5 * self.state[3]
+    def _map_back(self, previous: Sequence[float], pred: Sequence[float], resize_factor: float) -> list[float]:
+        """Crop-pixel (cx, cy, w, h) -> image (x, y, w, h); the crop was centred on the ``previous`` box."""
+        cx_prev = previous[0] + 0.5 * previous[2]
+        cy_prev = previous[1] + 0.5 * previous[3]
         cx, cy, w, h = pred
         half_side = 0.5 * self.search_size / resize_factor
         cx_img, cy_img = cx + (cx_prev - half_side), cy + (cy_prev - half_side)

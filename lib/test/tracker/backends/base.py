@@ -60,9 +60,17 @@ class MapsOnly(nn.Module):
 
 
 class NetworkBackend:
-    """Base class: ``backend(template, search, ce_template_mask)`` -> maps (+ ``pred_boxes``), fp32 CPU."""
+    """Base class: ``backend(template, search, ce_template_mask)`` -> maps (+ ``pred_boxes``), fp32 CPU.
+
+    ``supports_batch``: whether one call may carry the frames of several sequences (batch axis > 1, for
+    lockstep benchmark runs) with every sample's maps what that sample alone would give, up to the
+    back-end's accuracy gate. A back-end whose result for one sample depends on its batch mates (dynamic
+    int8: one activation scale for the whole batch) or that cannot take a batch (a fixed-batch export, a
+    graph compiled for batch 1) leaves it False, and batched callers then run the samples one by one.
+    """
 
     name = "base"
+    supports_batch = False
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model.eval()
@@ -82,7 +90,8 @@ class NetworkBackend:
 
     def describe(self) -> dict[str, Any]:
         """What was built, for logs and benchmark tables."""
-        info = {"backend": self.name, "build_seconds": round(self.build_seconds, 2), "threads": self.threads}
+        info = {"backend": self.name, "build_seconds": round(self.build_seconds, 2), "threads": self.threads,
+                "supports_batch": self.supports_batch}
         choice = getattr(self, "auto_choice", None)  # set when 'auto' resolved to this back-end
         if choice is not None:
             info["auto"] = {"speedup": round(choice.speedup, 3), "cached": choice.cached, "measured": choice.measured}

@@ -12,9 +12,14 @@ from lib.test.tracker.backends.cpu_features import require_native_bf16
 
 
 class EagerBackend(NetworkBackend):
-    """The PyTorch model as it is, in fp32: the reference every other back-end is measured against."""
+    """The PyTorch model as it is, in fp32: the reference every other back-end is measured against.
+
+    A batch gives every sample bit for bit the maps it gets alone (see :func:`batch_invariant_maps`), so that
+    a lockstep benchmark run writes the same boxes as one sequence at a time.
+    """
 
     name = "eager"
+    supports_batch = True
 
     def __init__(self, model: nn.Module, threads: int | None = None) -> None:
         super().__init__(model)
@@ -22,7 +27,28 @@ class EagerBackend(NetworkBackend):
 
     @torch.no_grad()
     def __call__(self, template, search, ce_template_mask=None):
-        return self.model(template, search, ce_template_mask=ce_template_mask)
+        if template.shape[0] == 1:
+            return self.model(template, search, ce_template_mask=ce_template_mask)
+        return batch_invariant_maps(self.model, template, search, ce_template_mask)
+
+
+def batch_invariant_maps(model: nn.Module, template: torch.Tensor, search: torch.Tensor,
+                         ce_template_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The maps (+ ``pred_boxes``) of a batch, each sample's equal to the model's output for it alone.
+
+    The backbone runs batched: its matrix products, attention and normalisations compute each row the same
+    way whatever the batch. The box head runs per sample: PyTorch convolves a batch of one with its native
+    kernel and a larger batch with oneDNN's (``use_mkldnn`` looks at the batch size), which differ in the last
+    bits; and its input is reshaped per sample, since the convolution picks its path from the strides too,
+    the size-1 batch dimension's included. That is the price of identical boxes: on LoReTrack-128 (2 loaded
+    cores) the head run per sample took 11-19 % of a batch-16 call, against 5-6 % batched.
+    """
+    feats = model.backbone(template, search, ce_template_mask=ce_template_mask)
+    tokens = feats.tokens[:, -model.backbone.num_search_tokens:]
+    size = model.search_feat_size
+    per_sample = [model.box_head(sample.transpose(1, 2).reshape(1, sample.shape[2], size, size))  # as OSTrack.forward
+                  for sample in tokens.split(1)]
+    return {name: torch.cat([maps[name] for maps in per_sample]) for name in (*MAP_NAMES, "pred_boxes")}
 
 
 class BF16Backend(NetworkBackend):
@@ -33,6 +59,7 @@ class BF16Backend(NetworkBackend):
     """
 
     name = "bf16"
+    supports_batch = True
 
     def __init__(self, model: nn.Module, threads: int | None = None, compile: bool = False,
                  allow_emulated: bool = False) -> None:
@@ -43,6 +70,7 @@ class BF16Backend(NetworkBackend):
         start = time.perf_counter()
         self.net = MapsOnly(copy.deepcopy(model).to(torch.bfloat16), self.uses_ce_mask).eval()
         self.compiled = compile
+        self.supports_batch = not compile  # the compiled graph is specialised to batch 1 (dynamic=False)
         if compile:
             self._compile()
         self.build_seconds = time.perf_counter() - start
@@ -67,6 +95,7 @@ class AutocastBF16Backend(NetworkBackend):
     """The fp32 model under CPU autocast: matmuls/convs in bf16, normalisations and softmax in fp32."""
 
     name = "bf16-autocast"
+    supports_batch = True
 
     def __init__(self, model: nn.Module, threads: int | None = None, allow_emulated: bool = False) -> None:
         super().__init__(model)
