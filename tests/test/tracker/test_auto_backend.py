@@ -59,7 +59,7 @@ def test_auto_is_a_registry_name_and_eager_off_the_cpu(student):
 
 def _seed_choice(paths, model, backend: str, threads: int = 1) -> None:
     """A cached choice for ``model`` (as if measured): the run must use it and name it."""
-    key = choice_key(model, threads, auto.DEFAULT_CANDIDATES)
+    key = choice_key(model, threads, auto.default_candidates())
     ChoiceCache(backend_choice_dir(paths)).save(key, AutoChoice(backend, 1.5, measured="seeded"))
 
 

@@ -1,4 +1,4 @@
-"""Network back-ends for the tracker: the same OSTrack network run by eager fp32, bf16 or ONNX Runtime.
+"""Network back-ends for the tracker: the same OSTrack network run by eager fp32, bf16, ONNX Runtime or OpenVINO.
 
 A back-end is a callable ``backend(template, search, ce_template_mask) -> {'score_map', 'size_map',
 'offset_map', 'pred_boxes', ...}`` (the tracker's ``network_fn``); build one by name::
@@ -16,6 +16,11 @@ A back-end is a callable ``backend(template, search, ce_template_mask) -> {'scor
 ``onnx-int8``   that export with dynamic int8 quantisation of every MatMul with constant weights
                 (per-channel weights, activations quantised per call); the head's first 3x3
                 convolutions are exported as one MatMul to be quantised too; the rest stays fp32
+``openvino``    the same fp32 ONNX export run by OpenVINO's CPU plugin (fp32 kept on bf16 CPUs too)
+``openvino-int8``  static int8 of it (NNCF post-training quantisation): fixed activation scales calibrated
+                on real template/search crops cut by our tracker (the embedded benchmark by default,
+                :mod:`.calibration`), checked at build time against eager on held-out crops of other
+                sequences (refused beyond the gate's 1e-2); cached next to the ONNX exports
 ``auto``        the fastest of the above that passes the accuracy gate on this machine and is at least
                 1.1x eager fp32 (else eager): measured on first use, cached per CPU model, threads,
                 model and library versions (:mod:`.auto`)
@@ -32,7 +37,8 @@ onnx and onnxruntime versions (:mod:`.onnx_cache`).
 
 Modules: :mod:`.registry` (the names, :func:`build_backend`), :mod:`.base` (the contract), :mod:`.gate`,
 :mod:`.auto`,
-:mod:`.cpu_features`, :mod:`.torch_backends`, :mod:`.onnx_backend`, :mod:`.onnx_cache`, :mod:`.timing`.
+:mod:`.cpu_features`, :mod:`.torch_backends`, :mod:`.onnx_backend`, :mod:`.onnx_cache`, :mod:`.openvino_backend`,
+:mod:`.calibration`, :mod:`.timing`.
 """
 from lib.test.tracker.backends.auto import AUTO, AutoChoice, ChoiceCache, choice_key, choose_backend
 from lib.test.tracker.backends.base import MAP_NAMES, BackendError, NetworkBackend
@@ -47,12 +53,13 @@ from lib.test.tracker.backends.gate import (
 )
 from lib.test.tracker.backends.onnx_backend import EXPORT_FORMAT_VERSION, OnnxBackend
 from lib.test.tracker.backends.onnx_cache import OnnxCache, sources_digest, weights_digest
+from lib.test.tracker.backends.openvino_backend import OpenvinoBackend
 from lib.test.tracker.backends.registry import BACKENDS, REGISTRY, build_backend
 from lib.test.tracker.backends.timing import TimedBackend
 from lib.test.tracker.backends.torch_backends import AutocastBF16Backend, BF16Backend, EagerBackend
 
 __all__ = ["AUTO", "BACKENDS", "EXPORT_FORMAT_VERSION", "MAP_DEVIATION_LIMIT", "MAP_NAMES", "REGISTRY",
            "SAME_STATE_IOU_LIMIT", "AutoChoice", "AutocastBF16Backend", "BF16Backend", "BackendError", "ChoiceCache",
-           "EagerBackend", "GateResult", "GateSequence", "NetworkBackend", "OnnxBackend", "OnnxCache", "TimedBackend",
-           "build_backend", "choice_key", "choose_backend", "cpu_flags", "evaluate_gate", "native_bf16_supported",
-           "reference_run", "sources_digest", "weights_digest"]
+           "EagerBackend", "GateResult", "GateSequence", "NetworkBackend", "OnnxBackend", "OnnxCache",
+           "OpenvinoBackend", "TimedBackend", "build_backend", "choice_key", "choose_backend", "cpu_flags",
+           "evaluate_gate", "native_bf16_supported", "reference_run", "sources_digest", "weights_digest"]

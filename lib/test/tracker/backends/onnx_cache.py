@@ -59,8 +59,11 @@ class OnnxCache:
     """``<dir>/<digest>.onnx`` + ``<digest>.json`` (the key, the file's size and SHA-256).
 
     An entry counts only when the side file exists and the ONNX file's checksum matches it; otherwise it is
-    rebuilt. Builds take an exclusive file lock, so parallel workers export a model once.
+    rebuilt. Builds take an exclusive file lock, so parallel workers export a model once. Subclasses keep other
+    single-file models the same way under another ``suffix``.
     """
+
+    suffix = ".onnx"
 
     def __init__(self, root: Path, max_entries: int = 8) -> None:
         self.root = Path(root)
@@ -73,7 +76,7 @@ class OnnxCache:
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
 
     def path_for(self, key: Mapping[str, Any]) -> Path:
-        return self.root / f"{self.digest(key)}.onnx"
+        return self.root / f"{self.digest(key)}{self.suffix}"
 
     def _valid(self, path: Path) -> bool:
         meta_path = path.with_suffix(".json")
@@ -109,11 +112,11 @@ class OnnxCache:
 
     def prune(self, keep: set[Path] = frozenset()) -> None:
         """Delete the least recently built entries beyond ``max_entries`` (never those in ``keep``)."""
-        entries = sorted(self.root.glob("*.onnx"), key=lambda f: f.stat().st_mtime, reverse=True)
+        entries = sorted(self.root.glob(f"*{self.suffix}"), key=lambda f: f.stat().st_mtime, reverse=True)
         for old in entries[self.max_entries:]:
             if old in keep:
                 continue
-            for suffix in (".onnx", ".json", ".lock"):
+            for suffix in (self.suffix, ".json", ".lock"):
                 with contextlib.suppress(OSError):
                     old.with_suffix(suffix).unlink()
             log.info("pruned old ONNX cache entry %s", old)

@@ -13,12 +13,17 @@ from torch import nn
 from lib.test.tracker.backends.auto import AUTO, build_auto
 from lib.test.tracker.backends.base import BackendError, NetworkBackend
 from lib.test.tracker.backends.onnx_backend import OnnxBackend
+from lib.test.tracker.backends.openvino_backend import OpenvinoBackend
 from lib.test.tracker.backends.timing import TimedBackend
 from lib.test.tracker.backends.torch_backends import AutocastBF16Backend, BF16Backend, EagerBackend
 
 # Options that only one family understands: the others drop them, so one option set serves every back-end.
-ONNX_ONLY_OPTIONS = ("cache_dir", "optimization", "spinning", "exporter", "opset", "per_channel", "validate",
-                     "cache_max_entries", "torch_threads", "matmul_head")
+# The ONNX and OpenVINO back-ends share the export and its cache (EXPORT_OPTIONS).
+EXPORT_OPTIONS = ("cache_dir", "exporter", "opset", "validate", "cache_max_entries", "torch_threads")
+ORT_ONLY_OPTIONS = ("optimization", "spinning", "per_channel", "matmul_head")
+ONNX_ONLY_OPTIONS = EXPORT_OPTIONS + ORT_ONLY_OPTIONS
+OPENVINO_ONLY_OPTIONS = ("performance_hint", "calibration", "calibration_root", "calibration_crops",
+                         "held_out_crops")
 BF16_ONLY_OPTIONS = ("allow_emulated",)
 AUTO_ONLY_OPTIONS = ("choice_dir", "candidates")
 
@@ -37,13 +42,19 @@ class BackendSpec:
         return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - fixed
 
 
+TORCH_IGNORED = ONNX_ONLY_OPTIONS + OPENVINO_ONLY_OPTIONS + AUTO_ONLY_OPTIONS
+ONNX_IGNORED = OPENVINO_ONLY_OPTIONS + BF16_ONLY_OPTIONS + AUTO_ONLY_OPTIONS
+OPENVINO_IGNORED = ORT_ONLY_OPTIONS + BF16_ONLY_OPTIONS + AUTO_ONLY_OPTIONS
+
 REGISTRY: dict[str, BackendSpec] = {
-    "eager": BackendSpec(EagerBackend, ONNX_ONLY_OPTIONS + BF16_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
-    "bf16": BackendSpec(BF16Backend, ONNX_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
-    "bf16-autocast": BackendSpec(AutocastBF16Backend, ONNX_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
-    "bf16-compile": BackendSpec(functools.partial(BF16Backend, compile=True), ONNX_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
-    "onnx": BackendSpec(OnnxBackend, BF16_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
-    "onnx-int8": BackendSpec(functools.partial(OnnxBackend, int8=True), BF16_ONLY_OPTIONS + AUTO_ONLY_OPTIONS),
+    "eager": BackendSpec(EagerBackend, TORCH_IGNORED + BF16_ONLY_OPTIONS),
+    "bf16": BackendSpec(BF16Backend, TORCH_IGNORED),
+    "bf16-autocast": BackendSpec(AutocastBF16Backend, TORCH_IGNORED),
+    "bf16-compile": BackendSpec(functools.partial(BF16Backend, compile=True), TORCH_IGNORED),
+    "onnx": BackendSpec(OnnxBackend, ONNX_IGNORED),
+    "onnx-int8": BackendSpec(functools.partial(OnnxBackend, int8=True), ONNX_IGNORED),
+    "openvino": BackendSpec(OpenvinoBackend, OPENVINO_IGNORED),
+    "openvino-int8": BackendSpec(functools.partial(OpenvinoBackend, int8=True), OPENVINO_IGNORED),
 }
 # Every name a user may give: the concrete back-ends and 'auto' (the fastest of them that passes the accuracy
 # gate here, see lib/test/tracker/backends/auto.py).
@@ -55,8 +66,10 @@ def build_backend(name: str, model: nn.Module, timed: bool = False, **options: A
 
     ``name`` 'auto' measures (once per machine and model, then cached) which back-end to build; the result's
     ``name`` is the one it resolved to. Options: ``threads`` (all); ``auto``: ``choice_dir``, ``candidates``;
-    ONNX: ``cache_dir``, ``optimization``, ``spinning``, ``exporter``, ``opset``, ``per_channel``, ``validate``,
-    ``cache_max_entries``, ``torch_threads``, ``matmul_head``; bf16: ``allow_emulated``.
+    ONNX and OpenVINO: ``cache_dir``, ``exporter``, ``opset``, ``validate``, ``cache_max_entries``,
+    ``torch_threads``; ONNX only: ``optimization``, ``spinning``, ``per_channel``, ``matmul_head``; OpenVINO
+    only: ``performance_hint``, ``calibration``, ``calibration_root``, ``calibration_crops``, ``held_out_crops``;
+    bf16: ``allow_emulated``.
     Each family ignores the other's options, so one option set can be passed to every back-end; anything else
     unknown is an error. ``timed=True`` wraps the result in a :class:`TimedBackend`.
     """
