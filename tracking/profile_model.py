@@ -2,7 +2,7 @@
 
     python tracking/profile_model.py --script ostrack --config vitb_256_mae_ce_32x4_ep300 [--device cpu|cuda]
         [--threads N] [--json OUT] [--opts TEST.SEARCH_SIZE=128 TEST.TEMPLATE_SIZE=64]
-        [--backend eager|bf16|bf16-autocast|bf16-compile|onnx|onnx-int8]
+        [--backend eager|auto|onnx-int8|openvino-int8|...]
 
 Network latency: batch-1 forwards on random crops after warm-up, median (OSTrack's protocol times the
 same thing as a mean). Tracker FPS: ``track()`` on a generated clip, i.e. crop + normalise + network + Hann
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frame_size", default=defaults.frame_size,
                         help="WxH of the generated frames for tracker FPS")
     parser.add_argument("--backend", default=defaults.backend,
-                        help="network back-end (lib/test/tracker/backends/): eager, bf16, bf16-autocast, "
-                             "bf16-compile, onnx, onnx-int8; CPU only except eager")
+                        help="network back-end: eager, auto or a name of lib/test/tracker/backends (an unknown "
+                             "name lists them); CPU only except eager")
     args = parser.parse_args(argv)
 
     from lib.test.evaluation.model_profile import profile_tracker

@@ -2,7 +2,7 @@
 
     python tracking/test.py ostrack vitb_256_mae_ce_32x4_ep300 --dataset lasot --threads 2 [--num_gpus 1]
         [--checkpoint PATH] [--device cpu|cuda] [--sequence NAME|INDEX] [--runid N] [--force] [--batch N]
-        [--backend eager|bf16|bf16-autocast|bf16-compile|onnx|onnx-int8]
+        [--backend eager|auto|onnx-int8|openvino-int8|...]
 
 Results go to ``<save_dir>/test/tracking_results/<script>/<config>[_<runid:03d>][_<backend>]/`` in the official
 raw format (``<seq>.txt`` boxes, ``<seq>_time.txt`` seconds) with a ``manifest.json`` naming the config digest,
@@ -49,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="weights (default: the TEST.EPOCH checkpoint of this config's training run)")
     parser.add_argument("--runid", type=int, default=None, help="store as <config>_<runid:03d>")
     parser.add_argument("--backend", default="eager",
-                        help="network back-end: eager (fp32, default), bf16, bf16-autocast, bf16-compile, onnx, "
-                             "onnx-int8 (CPU only); results go to <config>_<backend>")
+                        help="network back-end: eager (fp32, default), auto (the fastest that passes the accuracy "
+                             "gate here) or a name of lib/test/tracker/backends (CPU only; an unknown name lists "
+                             "them); results go to <config>_<backend>")
     parser.add_argument("--claim_lease", type=float, default=None, metavar="MINUTES",
                         help="a sequence claimed by a runner on another machine that gave no sign of life for this "
                              "long is tracked again by the next runner (default: 10)")

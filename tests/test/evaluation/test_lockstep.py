@@ -33,13 +33,7 @@ LENGTHS = {"alpha": 9, "bravo": 14, "charlie": 4, "delta": 16, "echo": 2, "foxtr
 QUIET = {"show_progress": False, "log": lambda _: None}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Both runs of a comparison use the same thread count (and one thread keeps the tiny network fast)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

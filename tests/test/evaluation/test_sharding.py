@@ -95,6 +95,15 @@ def quiet(_: str) -> None:
     pass
 
 
+def run_in_threads(target, count: int) -> None:
+    """``count`` threads running ``target`` (which waits on a barrier of that many to start together)."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_each_rank_takes_its_own_shard_first():
     assert RunnerRank().order(list(range(5))) == [0, 1, 2, 3, 4]
     assert RunnerRank(1, 3).order(list(range(7))) == [1, 4, 2, 5, 0, 3, 6]
@@ -143,11 +152,7 @@ def test_exactly_one_of_many_concurrent_takers_gets_a_stale_claim(tmp_path):
         if claim is not None:
             won.append(claim)
 
-    threads = [threading.Thread(target=take) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(take, 16)
     assert len(won) == 1 and won[0].taken_over is not None and won[0].path == claim_file(base, 1)
     assert read_holder(won[0].path).pid == os.getpid() and not claim_file(base, 0).exists()
     assert board.try_acquire(base) is None  # held by a live process (this one)
@@ -205,11 +210,7 @@ def test_the_manifest_is_created_exactly_once_by_racing_runners(tmp_path, monkey
         except Exception as err:  # pragma: no cover - reported below
             errors.append(err)
 
-    threads = [threading.Thread(target=join) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(join, 12)
     assert not errors and len(runners) == 12 and created == [True]
     manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert len(manifest["datasets"]["folder"]["runners"]) == 12 and manifest["finished"] is None
