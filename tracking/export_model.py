@@ -4,9 +4,10 @@
         [--output DIR] [--opts KEY=VALUE ...] [--calibration_dataset NAME --calibration_root DIR] [--json OUT]
 
 Formats: onnx (fp32), onnx-int8 (static int8 calibrated on real crops if it passes the accuracy gate, else
-dynamic int8), openvino, openvino-int8. Every file has a dynamic batch axis and carries the crop sizes and factors,
-normalisation, feature size, CE-mask recipe, model digests and versions as metadata; tracking/track_exported.py
-tracks a video with such a file and nothing of this project. Details: lib/test/tracker/export.py.
+dynamic int8), openvino (IR .xml + .bin, fp32), openvino-int8 (NNCF static int8, kept only if it passes the gate).
+Every file has a dynamic batch axis and carries the crop sizes and factors, normalisation, feature size, CE-mask
+recipe, model digests and versions as metadata; tracking/track_exported.py tracks a video with such an ONNX file
+and nothing of this project. Details: lib/test/tracker/export.py.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="trained weights")
     parser.add_argument("--format", nargs="+", default=list(defaults.formats), choices=FORMATS, dest="formats",
                         help="one or more of: " + ", ".join(FORMATS))
-    parser.add_argument("--output", default="exported", help="folder for the files (<config name>.onnx, ...)")
+    parser.add_argument("--output", default="exported",
+                        help="folder for the files (<config name>.onnx, <config name>.xml + .bin, ...)")
     parser.add_argument("--calibration_dataset", default=defaults.calibration_dataset,
                         help="int8 only: the dataset whose crops calibrate (and, other sequences, verify) int8")
     parser.add_argument("--calibration_root", default=None, help="int8 only: that dataset's folder")

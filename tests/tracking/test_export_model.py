@@ -1,5 +1,6 @@
-"""tracking/export_model.py and tracking/track_exported.py: deployable ONNX files with a dynamic batch and tracker
-metadata, verified against eager, and tracking with such a file where neither torch nor this project imports."""
+"""tracking/export_model.py and tracking/track_exported.py: deployable ONNX and OpenVINO IR files with a dynamic
+batch and tracker metadata, verified against eager, and tracking with such a file where neither torch nor this
+project imports."""
 from __future__ import annotations
 
 import importlib
@@ -17,7 +18,13 @@ from lib.models import build_model
 from lib.test.tracker.backends.base import MAP_NAMES, MapsOnly
 from lib.test.tracker.backends.calibration import CalibrationData, CropSet
 from lib.test.tracker.backends.onnx_backend import network_inputs
-from lib.test.tracker.export import FP32_MAP_LIMIT, ExportError, export_onnx_int8, read_metadata
+from lib.test.tracker.export import (
+    FP32_MAP_LIMIT,
+    ExportError,
+    export_onnx_int8,
+    export_openvino_int8,
+    read_metadata,
+)
 from lib.test.tracker.ostrack import OSTrackTracker
 from lib.utils.cli import run_main
 from lib.utils.synthetic import moving_square_clip
@@ -30,13 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BOX_TOLERANCE_PX = 1e-2
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks on a shared machine: one thread is faster than two fighting for a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +219,6 @@ def test_int8_export_keeps_static_when_it_passes_and_refuses_a_file_that_fails(e
 @pytest.mark.parametrize("args, message", [
     (["--format", "tflite"], "argument --format: invalid choice"),
     (["--checkpoint", "missing.pth"], "checkpoint not found"),
-    (["--format", "openvino"], "OpenVINO IR export is not available"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(exported, tracking_script, capsys, args, message):
     _, _, folder, _ = exported
@@ -227,6 +227,107 @@ def test_bad_input_is_one_line_and_exit_code_2(exported, tracking_script, capsys
     assert run_main(tracking_script("export_model").main, argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+def test_missing_openvino_is_refused_before_any_work(exported, tracking_script, capsys, monkeypatch):
+    _, _, folder, _ = exported
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    argv = ["ostrack", str(folder / "tiny.yaml"), "--checkpoint", str(folder / "tiny.pth"), "--output",
+            str(folder / "no_openvino"), "--format", "onnx", "openvino"]
+    assert run_main(tracking_script("export_model").main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs openvino" in err
+    assert not (folder / "no_openvino" / "tiny.onnx").exists()
+
+
+# -- OpenVINO IR
+@pytest.fixture(scope="module")
+def exported_ir(exported):
+    """The tiny model's OpenVINO IR, written by the command-line script."""
+    pytest.importorskip("openvino", reason="the OpenVINO IR export needs openvino (environment.yaml)")
+    cfg, model, folder, onnx_path = exported
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(REPO_ROOT / "tracking"))
+        sys.modules.pop("export_model", None)
+        script = importlib.import_module("export_model")
+        code = run_main(script.main, ["ostrack", str(folder / "tiny.yaml"), "--checkpoint", str(folder / "tiny.pth"),
+                                      "--output", str(folder / "ir"), "--format", "openvino"])
+    assert code == 0
+    return model, onnx_path, folder / "ir" / "tiny.xml"
+
+
+def _compiled_ir(path: Path):
+    import openvino as ov
+
+    return ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+
+
+def _ir_maps(compiled, inputs) -> list[np.ndarray]:
+    out = compiled([t.numpy() if isinstance(t, torch.Tensor) else t for t in inputs])
+    return [np.array(out[port]) for port in compiled.outputs]
+
+
+def test_openvino_ir_carries_the_onnx_metadata_and_its_own_verdict(exported_ir):
+    _, onnx_path, path = exported_ir
+    assert sorted(p.name for p in path.parent.iterdir()) == ["tiny.bin", "tiny.xml"]  # no temporary file left
+    meta, onnx_meta = read_metadata(path), read_metadata(onnx_path)
+    assert set(meta) == set(onnx_meta)
+    for key in set(meta) - {"versions", "verification"}:
+        assert meta[key] == onnx_meta[key], key
+    assert meta["precision"] == "fp32" and meta["batch_independent"] is True
+    assert meta["verification"]["passed"] and meta["verification"]["map_deviation"] <= FP32_MAP_LIMIT
+    assert meta["verification"]["inputs"] == "seeded random crops at batch 1 and 3"
+    assert {"torch", "onnxruntime", "openvino"} <= set(meta["versions"])
+
+
+def test_openvino_ir_has_a_dynamic_batch_and_matches_eager(exported_ir):
+    model, _, path = exported_ir
+    compiled = _compiled_ir(path)
+    assert all(port.get_partial_shape()[0].is_dynamic for port in (*compiled.inputs, *compiled.outputs))
+    inputs = network_inputs(model, seed=7, batch=3)
+    batched = _ir_maps(compiled, inputs)
+    with torch.no_grad():
+        eager = MapsOnly(model, True)(*inputs)
+    for got, want in zip(batched, eager, strict=True):
+        assert np.abs(got - want.numpy()).max() <= FP32_MAP_LIMIT * float(want.abs().max())  # measured ~1e-6
+    for sample in range(3):
+        single = _ir_maps(compiled, [t[sample:sample + 1] for t in inputs])
+        for got, want in zip(batched, single, strict=True):
+            assert np.abs(got[sample] - want[0]).max() <= 1e-5 * np.abs(want).max()
+
+
+@pytest.mark.slow
+def test_openvino_int8_export_is_kept_when_it_passes_and_refused_when_it_fails(exported, tmp_path, monkeypatch):
+    """As for ONNX int8: the gate's verdict depends on the CPU and the weights; a kept file is static int8 with a
+    dynamic batch and its verdict, a failing one leaves no file (neither .xml nor .bin)."""
+    pytest.importorskip("nncf", reason="openvino-int8 needs nncf (environment.yaml)")
+    import lib.test.tracker.export as export
+
+    _, model, _, _ = exported
+    crops = CalibrationData("random crops", _crops(model, 1, 8, "calibration"), _crops(model, 2, 4, "held-out"))
+    target = tmp_path / "tiny.int8.xml"
+
+    monkeypatch.setattr(export, "MAP_DEVIATION_LIMIT", 1.0)
+    kept = export_openvino_int8(model, target, {"search_size": 256}, crops)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.int8.bin", "tiny.int8.xml"]
+    meta = read_metadata(target)
+    assert kept.precision == meta["precision"] == "int8-static" and meta["batch_independent"] is True
+    assert meta["search_size"] == 256 and {"openvino", "nncf"} <= set(meta["versions"])
+    assert meta["verification"]["map_deviation"] == kept.verification["map_deviation"] <= 1.0
+    assert meta["verification"]["inputs"] == "4 held-out crops of random crops, batch 1"
+    compiled = _compiled_ir(target)
+    inputs = network_inputs(model, seed=3, batch=3)
+    batched = _ir_maps(compiled, inputs)
+    single = _ir_maps(compiled, [t[1:2] for t in inputs])
+    for got, want in zip(batched, single, strict=True):  # static scales: a frame does not depend on its mates
+        assert np.abs(got[1] - want[0]).max() <= 1e-5 * np.abs(want).max()
+
+    for path in tmp_path.iterdir():
+        path.unlink()
+    monkeypatch.setattr(export, "MAP_DEVIATION_LIMIT", 0.0)  # nothing passes: no file, one clear error
+    with pytest.raises(ExportError, match="fails the accuracy gate"):
+        export_openvino_int8(model, target, {}, crops)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_track_exported_bad_input_is_one_line_and_exit_code_2(tmp_path):

@@ -1,10 +1,11 @@
-"""Deployable network files (``tracking/export_model.py``): ONNX in fp32 or int8, each verified against eager
-fp32 when it is written and carrying, as metadata, everything a tracker needs besides the file itself.
+"""Deployable network files (``tracking/export_model.py``): ONNX or OpenVINO IR, in fp32 or int8, each verified
+against eager fp32 when it is written and carrying, as metadata, everything a tracker needs besides the file itself.
 
-A file has a dynamic batch axis on every input and output (``batch``). Its metadata (ONNX ``metadata_props``,
-every value JSON-encoded) names the crop sizes and factors, the normalisation, the feature-map size, whether a
-candidate-elimination mask is an input and how to make it, the post-processing, the model's digests, the library
-versions and the verification that was passed; ``tracking/track_exported.py`` tracks with nothing else.
+A file has a dynamic batch axis on every input and output (``batch``). Its metadata (ONNX ``metadata_props``, or
+the IR's ``rt_info`` under ``loretrack``; every value JSON-encoded, read back by :func:`read_metadata`) names the
+crop sizes and factors, the normalisation, the feature-map size, whether a candidate-elimination mask is an input
+and how to make it, the post-processing, the model's digests, the library versions and the verification that was
+passed; ``tracking/track_exported.py`` tracks with nothing else.
 
 Verification, measured on the written file with ONNX Runtime (CPU) against the eager model, per map (score,
 size, offset): ``max |file - eager| / max |eager|`` over all inputs (:func:`lib.test.tracker.backends.gate.
@@ -15,6 +16,8 @@ map_deviation`).
   limit :data:`~lib.test.tracker.backends.gate.MAP_DEVIATION_LIMIT`. Static int8 (QDQ, activation scales fixed
   from calibration crops: batch mates never interact) is tried first; dynamic int8 (activation scales computed
   per call and per whole batch: feed one frame per call) only where static fails the gate.
+OpenVINO IR (``.xml`` + ``.bin``) is measured the same way on OpenVINO's CPU plugin (fp32 inference precision):
+fp32 converted from the fp32 ONNX graph; int8 the OpenVINO back-end's static quantisation (NNCF), static only.
 """
 from __future__ import annotations
 
@@ -26,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from lib.test.tracker.backends.base import MAP_NAMES, BackendError, MapsOnly, uses_ce_mask
+from lib.test.tracker.backends.base import MAP_NAMES, MapsOnly, uses_ce_mask
 from lib.test.tracker.backends.gate import MAP_DEVIATION_LIMIT, map_deviation
 from lib.test.tracker.backends.onnx_backend import (
     BATCH_AXIS,
@@ -38,6 +42,7 @@ from lib.test.tracker.backends.onnx_backend import (
     deviation_from_eager,
     export_network,
     graph_input_names,
+    network_inputs,
     quantize_dynamic_int8,
 )
 from lib.utils.errors import UserError
@@ -47,7 +52,8 @@ log = logging.getLogger(__name__)
 FORMATS = ("onnx", "onnx-int8", "openvino", "openvino-int8")
 FP32_MAP_LIMIT = 1e-4
 CLIP_MARGIN = 10  # pixels: OSTrackTracker.track keeps at least this much of the box inside the image
-FILE_SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".int8.onnx"}
+FILE_SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "openvino": ".xml", "openvino-int8": ".int8.xml"}
+IR_METADATA_KEY = "loretrack"  # the IR's rt_info section holding the metadata
 
 
 class ExportError(UserError):
@@ -100,9 +106,11 @@ def check_settings(settings: ExportSettings) -> None:
         raise UserError(f"unknown export format(s) {unknown}; use one or more of {list(FORMATS)}")
     if not Path(settings.checkpoint).is_file():
         raise UserError(f"checkpoint not found: {settings.checkpoint}; pass the trained weights with --checkpoint")
-    openvino = [name for name in settings.formats if name.startswith("openvino")]
-    if openvino:
-        export_openvino(None, Path(), "", openvino[0], {}, None)  # refused before any work
+    for name in settings.formats:
+        if name.startswith("openvino"):  # a missing package is refused before any work
+            from lib.test.tracker.backends.openvino_backend import import_openvino
+
+            import_openvino(name, with_nncf=name.endswith("-int8"))
     if settings.calibration_crops < 1 or settings.held_out_crops < 1:
         raise UserError("--calibration_crops and --held_out_crops must be at least 1")
 
@@ -125,13 +133,10 @@ def export_model(settings: ExportSettings) -> ExportResult:
     needs_crops = any(name.endswith("-int8") for name in settings.formats)
     crops = calibration_crops(model, settings) if needs_crops else None
     result = ExportResult()
+    exporters = {"onnx": export_onnx_fp32, "onnx-int8": export_onnx_int8, "openvino": export_openvino_fp32,
+                 "openvino-int8": export_openvino_int8}
     for name in settings.formats:
-        if name.startswith("openvino"):
-            result.files.append(export_openvino(model, output, stem, name, metadata, crops))
-        else:
-            target = output / f"{stem}{FILE_SUFFIXES[name]}"
-            exporter = export_onnx_int8 if name == "onnx-int8" else export_onnx_fp32
-            result.files.append(exporter(model, target, metadata, crops))
+        result.files.append(exporters[name](model, output / f"{stem}{FILE_SUFFIXES[name]}", metadata, crops))
     return result
 
 
@@ -202,9 +207,17 @@ def write_onnx_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of an exported ONNX file, decoded (what :func:`write_onnx_metadata` stored)."""
+    """The metadata of an exported ONNX or OpenVINO IR (``.xml``) file, decoded (what :func:`write_onnx_metadata`
+    or :func:`_set_ir_metadata` stored)."""
     import onnx
 
+    if Path(path).suffix == ".xml":
+        import openvino as ov
+
+        info = ov.Core().read_model(str(path)).get_rt_info()
+        if IR_METADATA_KEY not in info:
+            return {}
+        return {key: json.loads(value.astype(str)) for key, value in info[IR_METADATA_KEY].items()}
     graph = onnx.load(str(path), load_external_data=False)
     return {prop.key: json.loads(prop.value) for prop in graph.metadata_props}
 
@@ -330,10 +343,121 @@ def _verdict(deviation: Mapping[str, Mapping[str, float]], limit: float, inputs:
             "limit": limit, "passed": worst <= limit}
 
 
-def export_openvino(model: nn.Module, output: Path, stem: str, name: str, metadata: Mapping[str, Any],
-                    crops: Any) -> ExportedFile:
-    raise BackendError(f"--format {name}: OpenVINO IR export is not available yet; use onnx or onnx-int8 "
-                       "(OpenVINO reads the .onnx file directly)")
+def export_openvino_fp32(model: nn.Module, target: Path, metadata: Mapping[str, Any], crops: Any = None
+                         ) -> ExportedFile:
+    """The fp32 ONNX graph converted to IR (its dynamic batch kept), verified like the fp32 ONNX file."""
+    import openvino as ov
+
+    from lib.test.tracker.backends.openvino_backend import import_openvino
+
+    import_openvino("openvino")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as folder:
+        fp32 = Path(folder) / "fp32.onnx"
+        export_network(model, fp32)
+        network = ov.Core().read_model(str(fp32))
+        checked = _checked_ir(network, Path(folder), target.name)
+        verification = _verdict(ir_deviation_from_eager(model, checked, batches=(1, 3)), FP32_MAP_LIMIT,
+                                "seeded random crops at batch 1 and 3")
+        if not verification["passed"]:
+            raise ExportError(f"the fp32 OpenVINO export deviates from eager by "
+                              f"{verification['map_deviation']:.1e} of a map's max (limit {FP32_MAP_LIMIT:.0e}); "
+                              "export with --debug and report it")
+        tmp = Path(folder) / target.name
+        _save_ir(network, tmp, {**metadata, "precision": "fp32", "batch_independent": True,
+                                "verification": verification})
+        _rename_ir(tmp, target)
+    return ExportedFile("openvino", target, "fp32", verification)
+
+
+def export_openvino_int8(model: nn.Module, target: Path, metadata: Mapping[str, Any], crops: Any
+                         ) -> ExportedFile:
+    """The OpenVINO back-end's static int8 (NNCF, calibrated on ``crops.calibration``), kept only if it passes
+    the gate on the held-out crops."""
+    import openvino as ov
+
+    from lib.test.tracker.backends import openvino_backend as ovb
+    from lib.test.tracker.backends.cpu_features import int8_dot_product_supported
+
+    ovb.import_openvino("openvino-int8", with_nncf=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as folder:
+        fp32 = Path(folder) / "fp32.onnx"
+        export_network(model, fp32)
+        core = ov.Core()
+        log.info("quantising to static int8 (NNCF) on %d calibration crops -> %s", len(crops.calibration), target)
+        int8 = ovb.quantize_static_ir(core, fp32, crops.calibration, seven_bit=not int8_dot_product_supported())
+        checked = _checked_ir(int8, Path(folder), target.name)
+        measured = ovb.held_out_deviation(model, _compile_ir(core, checked), crops.held_out)
+        verification = _verdict(measured["deviation"], MAP_DEVIATION_LIMIT,
+                                f"{len(crops.held_out)} held-out crops of {crops.source}, batch 1")
+        if not verification["passed"]:
+            raise ExportError(f"int8 OpenVINO fails the accuracy gate on this machine (relative map deviation "
+                              f"{verification['map_deviation']:.1e}; limit {MAP_DEVIATION_LIMIT:.0e}); export "
+                              "--format openvino (fp32) instead")
+        tmp = Path(folder) / target.name
+        _save_ir(int8, tmp, {**metadata, "precision": "int8-static", "batch_independent": True,
+                             "verification": verification})
+        _rename_ir(tmp, target)
+    return ExportedFile("openvino-int8", target, "int8-static", verification)
+
+
+def _compile_ir(core: Any, path: Path) -> Any:
+    """The written IR file on the CPU plugin, fp32 inference precision, torch's thread count."""
+    from lib.test.tracker.backends.openvino_backend import cpu_properties, kept_signal_stack
+
+    with kept_signal_stack():
+        return core.compile_model(core.read_model(str(path)), "CPU", cpu_properties(torch.get_num_threads()))
+
+
+def ir_deviation_from_eager(model: nn.Module, path: Path, batches: tuple[int, ...], seed: int = 1
+                            ) -> dict[str, dict[str, float]]:
+    """:func:`~lib.test.tracker.backends.onnx_backend.deviation_from_eager` for an IR file on OpenVINO."""
+    import openvino as ov
+
+    compiled = _compile_ir(ov.Core(), path)
+    reference = MapsOnly(model, uses_ce_mask(model)).eval()
+    got, want = [], []
+    for i, batch in enumerate(batches):
+        inputs = network_inputs(model, seed=seed + i, batch=batch)
+        with torch.no_grad():
+            want.append(dict(zip(MAP_NAMES, reference(*inputs), strict=True)))
+        out = compiled([t.numpy() for t in inputs])
+        got.append({name: torch.from_numpy(np.array(out[port])) for name, port in
+                    zip(MAP_NAMES, compiled.outputs, strict=True)})
+    return map_deviation(got, want)
+
+
+def _checked_ir(network: Any, folder: Path, name: str) -> Path:
+    """The file that is verified: the final one is written anew with the verdict, in another place (rewriting
+    weights that a compiled model may still map would crash it)."""
+    import openvino as ov
+
+    path = folder / "checked" / name
+    ov.save_model(network, path, compress_to_fp16=False)
+    return path
+
+
+def _save_ir(network: Any, path: Path, metadata: Mapping[str, Any]) -> None:
+    """(Re)write ``path`` (.xml + .bin) with ``metadata`` in its rt_info, one JSON-encoded value per key, and the
+    library versions that made it."""
+    import openvino as ov
+
+    versions = {**metadata.get("versions", {}), "openvino": ov.__version__}
+    if metadata.get("precision", "").startswith("int8"):
+        import nncf
+
+        versions["nncf"] = nncf.__version__
+    for key, value in {**metadata, "versions": versions}.items():
+        network.set_rt_info(json.dumps(value), [IR_METADATA_KEY, key])
+    ov.save_model(network, path, compress_to_fp16=False)
+
+
+def _rename_ir(tmp: Path, target: Path) -> None:
+    """Weights first, then the .xml that names them: a complete .xml never points at missing weights."""
+    from lib.utils.io import durable_rename, fsync_path
+
+    for suffix in (".bin", ".xml"):
+        fsync_path(tmp.with_suffix(suffix))
+        durable_rename(tmp.with_suffix(suffix), target.with_suffix(suffix))
 
 
 def format_result(result: ExportResult) -> str:

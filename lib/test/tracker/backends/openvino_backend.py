@@ -49,7 +49,7 @@ class IrCache(OnnxCache):
     suffix = IR_SUFFIX
 
 
-def _import_openvino(name: str, with_nncf: bool = False) -> Any:
+def import_openvino(name: str, with_nncf: bool = False) -> Any:
     try:
         import openvino as ov
 
@@ -89,6 +89,12 @@ def read_ir(core: Any, path: Path) -> tuple[Any, dict[str, Any]]:
     return core.read_model(data[end + 1:xml_end].decode(), weights), header
 
 
+def cpu_properties(threads: int, performance_hint: str = "LATENCY") -> dict[str, Any]:
+    """Latency on few cores: one stream of ``threads`` threads, fp32 wherever int8 is not used."""
+    return {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": performance_hint,
+            "INFERENCE_PRECISION_HINT": "f32"}
+
+
 class OpenvinoBackend(NetworkBackend):
     """The network's cached fp32 ONNX export (made by :class:`~.onnx_backend.OnnxBackend`) on OpenVINO's CPU
     plugin; ``int8=True``: NNCF static int8 of it, calibrated on tracker crops.
@@ -115,7 +121,7 @@ class OpenvinoBackend(NetworkBackend):
                  held_out_crops: int = 32) -> None:
         super().__init__(model)
         self.name = "openvino-int8" if int8 else "openvino"
-        ov = _import_openvino(self.name, with_nncf=int8)
+        ov = import_openvino(self.name, with_nncf=int8)
         if performance_hint not in ("LATENCY", "THROUGHPUT"):
             raise BackendError(f"unknown OpenVINO performance hint '{performance_hint}'; use 'LATENCY' or "
                                "'THROUGHPUT'")
@@ -156,9 +162,7 @@ class OpenvinoBackend(NetworkBackend):
         self.build_seconds = time.perf_counter() - start
 
     def compile_properties(self) -> dict[str, Any]:
-        """Latency on few cores: one stream of ``threads`` threads, fp32 wherever int8 is not used."""
-        return {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": self.performance_hint,
-                "INFERENCE_PRECISION_HINT": "f32"}
+        return cpu_properties(self.threads, self.performance_hint)
 
     def _fp32_onnx(self, cache_dir, exporter, opset, validate, cache_max_entries) -> tuple[Path, bool]:
         """The ONNX back-end's cached fp32 export (exported and checked against eager on first use)."""
@@ -182,21 +186,9 @@ class OpenvinoBackend(NetworkBackend):
                 "openvino": ov.__version__}
 
     def _quantise(self, onnx_path: Path, data: CalibrationData, target: Path) -> None:
-        import nncf
-        from nncf.quantization.advanced_parameters import OverflowFix
-
-        fp32 = self.core.read_model(str(onnx_path))
-        names = [port.get_any_name() for port in fp32.inputs]
-        crops = data.calibration
-        dataset = nncf.Dataset(range(len(crops)), lambda i: dict(zip(names, (t.numpy() for t in crops.inputs(i)),
-                                                                         strict=True)))
-        log.info("quantising the network to static int8 on %d crops of %s -> %s", len(crops), data.source, target)
-        overflow_fix = OverflowFix.ENABLE if self.seven_bit else OverflowFix.DISABLE
-        with quiet(), _nncf_silenced(), kept_signal_stack():
-            int8 = nncf.quantize(fp32, dataset, subset_size=len(crops), model_type=nncf.ModelType.TRANSFORMER,
-                                 fast_bias_correction=QUANTIZATION["fast_bias_correction"],
-                                 ignored_scope=head_scope(fp32),
-                                 advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix))
+        log.info("quantising the network to static int8 on %d crops of %s -> %s", len(data.calibration),
+                 data.source, target)
+        int8 = quantize_static_ir(self.core, onnx_path, data.calibration, self.seven_bit)
         with kept_signal_stack():
             compiled = self.core.compile_model(int8, "CPU", self.compile_properties())
         held_out = held_out_deviation(self.model, compiled, data.held_out)
@@ -226,6 +218,24 @@ class OpenvinoBackend(NetworkBackend):
             info.update(calibration=self.calibration_source, held_out=self.held_out, quantization=QUANTIZATION,
                         seven_bit_weights=self.seven_bit)
         return info
+
+
+def quantize_static_ir(core: Any, onnx_path: Path, crops: CropSet, seven_bit: bool) -> Any:
+    """NNCF static int8 (:data:`QUANTIZATION`) of the fp32 ONNX file at ``onnx_path``, calibrated on ``crops``;
+    ``seven_bit``: 7-bit weights for CPUs without VNNI. Returns the ``openvino.Model`` (not yet verified)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    fp32 = core.read_model(str(onnx_path))
+    names = [port.get_any_name() for port in fp32.inputs]
+    dataset = nncf.Dataset(range(len(crops)), lambda i: dict(zip(names, (t.numpy() for t in crops.inputs(i)),
+                                                                     strict=True)))
+    overflow_fix = OverflowFix.ENABLE if seven_bit else OverflowFix.DISABLE
+    with quiet(), _nncf_silenced(), kept_signal_stack():
+        return nncf.quantize(fp32, dataset, subset_size=len(crops), model_type=nncf.ModelType.TRANSFORMER,
+                             fast_bias_correction=QUANTIZATION["fast_bias_correction"],
+                             ignored_scope=head_scope(fp32),
+                             advanced_parameters=nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix))
 
 
 class _SignalStack(ctypes.Structure):
