@@ -45,13 +45,13 @@ from lib.test.tracker.backends.onnx_backend import (
     network_inputs,
     quantize_dynamic_int8,
 )
+from lib.test.tracker.ostrack import CLIP_MARGIN
 from lib.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "onnx-int8", "openvino", "openvino-int8")
 FP32_MAP_LIMIT = 1e-4
-CLIP_MARGIN = 10  # pixels: OSTrackTracker.track keeps at least this much of the box inside the image
 FILE_SUFFIXES = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "openvino": ".xml", "openvino-int8": ".int8.xml"}
 IR_METADATA_KEY = "loretrack"  # the IR's rt_info section holding the metadata
 

@@ -26,6 +26,7 @@ from lib.models.ostrack import OSTrack
 from lib.utils.boxes import InvalidBoxError, validate_init_box
 from lib.utils.crop import box_to_crop, crop_geometry, crop_memory_bytes, sample_target
 
+CLIP_MARGIN = 10  # pixels of the box kept inside the image (OSTrack's clip_box margin)
 NetworkFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], Mapping[str, torch.Tensor]]
 
 
@@ -251,7 +252,7 @@ class OSTrackTracker:
         box = decode_boxes(response, out["size_map"].float(), out["offset_map"].float()).view(-1, 4)
         pred = (box.mean(dim=0) * self.search_size / crop.resize_factor).tolist()
         height, width = crop.image_size
-        state.box = clip_box(self._map_back(state.box, pred, crop.resize_factor), height, width, margin=10)
+        state.box = clip_box(self._map_back(state.box, pred, crop.resize_factor), height, width, margin=CLIP_MARGIN)
         return {"target_bbox": list(state.box)}
 
     def _map_back(self, previous: Sequence[float], pred: Sequence[float], resize_factor: float) -> list[float]:
