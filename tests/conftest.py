@@ -54,6 +54,24 @@ def _isolated_settings(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LORETRACK_SETTINGS", str(tmp_path_factory.getbasetemp() / "no_local_settings.yaml"))
 
 
+@pytest.fixture(scope="session")
+def _default_torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored(_default_torch_threads: int) -> Iterator[None]:
+    """Every test starts with torch's default thread count: the ONNX and OpenVINO back-ends leave torch one thread
+    for the tracker's small tensor work, and a training run compared bit for bit with a subprocess's (which starts
+    with the default) must use the same count."""
+    import torch
+
+    torch.set_num_threads(_default_torch_threads)
+    yield
+
+
 SHARED_FIXTURES = {"shared_dir", "shared_data", "parity_dir"}
 
 

@@ -55,6 +55,7 @@ class RunnerRank:
     world_size: int = 1
     local_rank: int = 0
     local_world_size: int = 1
+    launch: str | None = None  # one torchrun launch (run id @ master address:port): its ranks are one session
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> RunnerRank:
@@ -69,7 +70,9 @@ class RunnerRank:
                 raise UserError(f"environment variable {key}={text!r} must be a whole number >= 0 (set by torchrun; "
                                 "unset RANK and WORLD_SIZE to run without it)")
             values[key] = int(text)
-        rank = cls(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"], values["LOCAL_WORLD_SIZE"])
+        launch = (f"{environ.get('TORCHELASTIC_RUN_ID', 'none')}@{environ.get('MASTER_ADDR', '')}:"
+                  f"{environ.get('MASTER_PORT', '')}")
+        rank = cls(values["RANK"], values["WORLD_SIZE"], values["LOCAL_RANK"], values["LOCAL_WORLD_SIZE"], launch)
         if not (0 <= rank.rank < rank.world_size and 0 <= rank.local_rank < rank.local_world_size):
             raise UserError(f"RANK={rank.rank} must be below WORLD_SIZE={rank.world_size} and LOCAL_RANK="
                             f"{rank.local_rank} below LOCAL_WORLD_SIZE={rank.local_world_size}; check the launcher")

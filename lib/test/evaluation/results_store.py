@@ -168,9 +168,15 @@ def open_results_folder(results_dir: Path, identity: RunIdentity, dataset: str, 
             datasets = manifest.setdefault("datasets", {})
             entry = datasets.get(dataset)
             runners = (entry or {}).get("runners") or {}
-            if not any(record.get("finished") is None and runner_id in others
-                       for runner_id, record in runners.items()):
-                entry = _new_session(num_sequences)  # no live runner to join: a new session of this dataset
+            launch = board.rank.launch if board.rank.distributed else None
+            joins_live = any(record.get("finished") is None and runner_id in others
+                             for runner_id, record in runners.items())
+            if not joins_live and (launch is None or (entry or {}).get("launch") != launch):
+                # no live runner to join and not a rank of the same torchrun launch (whose other ranks may all
+                # have finished before this one started): a new session of this dataset
+                entry = _new_session(num_sequences)
+                if launch is not None:
+                    entry["launch"] = launch
             entry.update(sequences=num_sequences, finished=None)
             entry["runners"][_runner_id(runner.path)] = {"host": socket.gethostname(), "pid": os.getpid(),
                                                     "rank": board.rank.rank, "world_size": board.rank.world_size,

@@ -429,9 +429,9 @@ def run_dataset(build_tracker: TrackerBuilder, sequences: Iterable[Sequence], re
         pending = [seq for seq in board.rank.order(sequences) if seq.name not in results]
         if results:
             log(f"{len(results)} of {len(sequences)} sequences already have results in {results_dir}; skipping them")
-        if board.rank.distributed and pending:
+        if board.rank.distributed:
             log(f"{board.rank.describe()}: tracking its shard of the sequences first, then any of the other ranks' "
-                "that nobody has claimed")
+                "that nobody has claimed" if pending else f"{board.rank.describe()}: nothing left to track")
         with tqdm(total=len(pending), unit="seq", disable=not show_progress or not pending) as progress:
             emit = progress.write if show_progress else log  # tqdm.write keeps the bar intact
 
