@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from lib.test.tracker.backends.base import MAP_NAMES, MapsOnly, uses_ce_mask
-from lib.test.tracker.backends.gate import MAP_DEVIATION_LIMIT, map_deviation
+from lib.test.tracker.backends.base import MAP_NAMES, uses_ce_mask
+from lib.test.tracker.backends.gate import MAP_DEVIATION_LIMIT, exported_deviation
 from lib.test.tracker.backends.onnx_backend import (
     BATCH_AXIS,
     EXPORT_FORMAT_VERSION,
@@ -44,6 +43,7 @@ from lib.test.tracker.backends.onnx_backend import (
     graph_input_names,
     network_inputs,
     quantize_dynamic_int8,
+    session_runner,
 )
 from lib.test.tracker.ostrack import CLIP_MARGIN
 from lib.utils.errors import UserError
@@ -323,17 +323,8 @@ def _quantize_dynamic(fp32: Path, target: Path) -> None:
 
 def held_out_deviation(model: nn.Module, path: Path, held_out: Any) -> dict[str, dict[str, float]]:
     """The gate's map deviation of the file at ``path`` against eager on every held-out crop (batch 1)."""
-    session = checking_session(path)
-    reference = MapsOnly(model, uses_ce_mask(model)).eval()
-    names = graph_input_names(uses_ce_mask(model))
-    got, want = [], []
-    for i in range(len(held_out)):
-        inputs = held_out.inputs(i)
-        with torch.no_grad():
-            want.append(dict(zip(MAP_NAMES, reference(*inputs), strict=True)))
-        outputs = session.run(None, {n: t.numpy() for n, t in zip(names, inputs, strict=True)})
-        got.append({name: torch.from_numpy(out) for name, out in zip(MAP_NAMES, outputs, strict=True)})
-    return map_deviation(got, want)
+    run = session_runner(checking_session(path), uses_ce_mask(model))
+    return exported_deviation(model, run, (held_out.inputs(i) for i in range(len(held_out))))
 
 
 def _verdict(deviation: Mapping[str, Mapping[str, float]], limit: float, inputs: str) -> dict[str, Any]:
@@ -413,17 +404,10 @@ def ir_deviation_from_eager(model: nn.Module, path: Path, batches: tuple[int, ..
     """:func:`~lib.test.tracker.backends.onnx_backend.deviation_from_eager` for an IR file on OpenVINO."""
     import openvino as ov
 
-    compiled = _compile_ir(ov.Core(), path)
-    reference = MapsOnly(model, uses_ce_mask(model)).eval()
-    got, want = [], []
-    for i, batch in enumerate(batches):
-        inputs = network_inputs(model, seed=seed + i, batch=batch)
-        with torch.no_grad():
-            want.append(dict(zip(MAP_NAMES, reference(*inputs), strict=True)))
-        out = compiled([t.numpy() for t in inputs])
-        got.append({name: torch.from_numpy(np.array(out[port])) for name, port in
-                    zip(MAP_NAMES, compiled.outputs, strict=True)})
-    return map_deviation(got, want)
+    from lib.test.tracker.backends.openvino_backend import compiled_runner
+
+    inputs = (network_inputs(model, seed=seed + i, batch=batch) for i, batch in enumerate(batches))
+    return exported_deviation(model, compiled_runner(_compile_ir(ov.Core(), path)), inputs)
 
 
 def _checked_ir(network: Any, folder: Path, name: str) -> Path:

@@ -15,7 +15,7 @@ Both come from one pass: tracking from eager's states hands the back-end exactly
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +95,8 @@ def reference_run(eager: NetworkCallable, sequences: Sequence[GateSequence], mak
 
 def map_deviation(maps: Sequence[Mapping[str, torch.Tensor]], reference: Sequence[Mapping[str, torch.Tensor]]
                   ) -> dict[str, dict[str, float]]:
-    """Per map: the max absolute deviation over all calls and that relative to the map's max |eager value|."""
+    """Per map: the max absolute deviation over all calls (``abs``), the map's max |eager value| (``scale``) and
+    their ratio (``rel``)."""
     if len(maps) != len(reference):
         raise ValueError(f"{len(maps)} outputs against {len(reference)} reference outputs")
     result = {}
@@ -103,8 +104,24 @@ def map_deviation(maps: Sequence[Mapping[str, torch.Tensor]], reference: Sequenc
         abs_dev = max(float((m[name].float() - r[name].float()).abs().max()) for m, r in zip(maps, reference,
                                                                                            strict=True))
         scale = max(float(r[name].float().abs().max()) for r in reference)
-        result[name] = {"abs": abs_dev, "rel": abs_dev / max(scale, 1e-12)}
+        result[name] = {"abs": abs_dev, "scale": scale, "rel": abs_dev / max(scale, 1e-12)}
     return result
+
+
+def exported_deviation(model: torch.nn.Module, run: Callable[[Sequence[torch.Tensor]], Sequence[np.ndarray]],
+                       inputs: Iterable[Sequence[torch.Tensor]]) -> dict[str, dict[str, float]]:
+    """:func:`map_deviation` of an exported network from eager ``model`` (the original network, whatever was
+    exported) over ``inputs``; ``run`` takes one input set in graph order and returns the three maps as arrays
+    (an ONNX Runtime session, a compiled OpenVINO model, ...)."""
+    from lib.test.tracker.backends.base import MapsOnly, uses_ce_mask
+
+    reference = MapsOnly(model, uses_ce_mask(model)).eval()
+    got, want = [], []
+    for inp in inputs:
+        with torch.no_grad():
+            want.append(dict(zip(MAP_NAMES, reference(*inp), strict=True)))
+        got.append({name: torch.from_numpy(np.asarray(out)) for name, out in zip(MAP_NAMES, run(inp), strict=True)})
+    return map_deviation(got, want)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from lib.test.tracker.backends.base import (
     with_boxes,
 )
 from lib.test.tracker.backends.cpu_features import int8_dot_product_supported
+from lib.test.tracker.backends.gate import exported_deviation
 from lib.test.tracker.backends.onnx_cache import OnnxCache, default_cache_dir, sources_digest, weights_digest
 
 log = logging.getLogger(__name__)
@@ -271,24 +273,17 @@ def checking_session(path: Path) -> Any:
 
 def deviation_from_eager(model: nn.Module, path: Path, batches: tuple[int, ...] = (1, TRACE_BATCH + 1),
                          seed: int = 1) -> dict[str, dict[str, float]]:
-    """Per map: max |ONNX - eager| (``abs``), the map's max |eager value| (``scale``) and their ratio (``rel``),
+    """The gate's map deviation (``abs``, ``scale``, ``rel`` per map) of the ONNX file at ``path`` from eager,
     over seeded random inputs at each batch size in ``batches`` (the traced size excluded, so that the dynamic
     axis is exercised), fp32 on ONNX Runtime's CPU provider."""
-    session = checking_session(path)
-    reference = MapsOnly(model, uses_ce_mask(model)).eval()  # the original network, whatever was exported
-    result = {name: {"abs": 0.0, "scale": 0.0} for name in MAP_NAMES}
-    for i, batch in enumerate(batches):
-        inputs = network_inputs(model, seed=seed + i, batch=batch)
-        with torch.no_grad():
-            want = reference(*inputs)
-        names = graph_input_names(uses_ce_mask(model))
-        got = session.run(None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
-        for name, out, ref in zip(MAP_NAMES, got, want, strict=True):
-            result[name]["abs"] = max(result[name]["abs"], float(np.abs(out - ref.numpy()).max()))
-            result[name]["scale"] = max(result[name]["scale"], float(ref.abs().max()))
-    for dev in result.values():
-        dev["rel"] = dev["abs"] / max(dev["scale"], 1e-12)
-    return result
+    inputs = (network_inputs(model, seed=seed + i, batch=batch) for i, batch in enumerate(batches))
+    return exported_deviation(model, session_runner(checking_session(path), uses_ce_mask(model)), inputs)
+
+
+def session_runner(session: Any, with_mask: bool) -> Callable[[Sequence[torch.Tensor]], list[np.ndarray]]:
+    """``session`` as a function of one input set in graph order (for :func:`~.gate.exported_deviation`)."""
+    names = graph_input_names(with_mask)
+    return lambda inputs: session.run(None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
 
 
 def quantize_dynamic_int8(fp32: Path, target: Path, per_channel: bool = True, reduce_range: bool = False) -> None:

@@ -17,7 +17,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from torch import nn
 from lib.test.tracker.backends.base import MAP_NAMES, BackendError, NetworkBackend, quiet, with_boxes
 from lib.test.tracker.backends.calibration import EMBEDDED, CalibrationData, CropSet, calibration_data
 from lib.test.tracker.backends.cpu_features import int8_dot_product_supported
-from lib.test.tracker.backends.gate import MAP_DEVIATION_LIMIT, map_deviation
+from lib.test.tracker.backends.gate import MAP_DEVIATION_LIMIT, exported_deviation
 from lib.test.tracker.backends.onnx_cache import OnnxCache, default_cache_dir
 
 log = logging.getLogger(__name__)
@@ -291,26 +291,16 @@ def head_scope(model: Any) -> Any:
 
 def held_out_deviation(model: nn.Module, compiled: Any, crops: CropSet) -> dict[str, Any]:
     """The gate's relative map deviation of ``compiled`` from eager fp32 ``model`` over the held-out crops."""
-    reference_net = _eager_maps(model)
-    maps, reference = [], []
-    for i in range(len(crops)):
-        inputs = crops.inputs(i)
-        out = compiled([t.numpy() for t in inputs])
-        maps.append({name: torch.from_numpy(np.array(out[port])) for name, port in zip(MAP_NAMES, compiled.outputs,
-                                                                                      strict=True)})
-        reference.append(reference_net(*inputs))
-    deviation = map_deviation(maps, reference)
+    deviation = exported_deviation(model, compiled_runner(compiled), (crops.inputs(i) for i in range(len(crops))))
     return {"map_deviation": max(d["rel"] for d in deviation.values()), "deviation": deviation,
             "crops": len(crops), "sequences": list(crops.sequences)}
 
 
-def _eager_maps(model: nn.Module):
-    from lib.test.tracker.backends.base import MapsOnly, uses_ce_mask
-
-    net = MapsOnly(model, uses_ce_mask(model)).eval()
-
-    @torch.no_grad()
-    def run(*inputs):
-        return dict(zip(MAP_NAMES, net(*inputs), strict=True))
+def compiled_runner(compiled: Any) -> Callable[[Sequence[torch.Tensor]], list[np.ndarray]]:
+    """A compiled OpenVINO model as a function of one input set in graph order (for
+    :func:`~.gate.exported_deviation`)."""
+    def run(inputs: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        result = compiled([t.numpy() for t in inputs])
+        return [np.array(result[port]) for port in compiled.outputs]
 
     return run
