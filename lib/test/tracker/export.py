@@ -346,18 +346,16 @@ def export_openvino_fp32(model: nn.Module, target: Path, metadata: Mapping[str, 
         fp32 = Path(folder) / "fp32.onnx"
         export_network(model, fp32)
         network = ov.Core().read_model(str(fp32))
-        checked = _checked_ir(network, Path(folder), target.name)
-        verification = _verdict(ir_deviation_from_eager(model, checked, batches=(1, 3)), FP32_MAP_LIMIT,
-                                "seeded random crops at batch 1 and 3")
-        if not verification["passed"]:
-            raise ExportError(f"the fp32 OpenVINO export deviates from eager by "
-                              f"{verification['map_deviation']:.1e} of a map's max (limit {FP32_MAP_LIMIT:.0e}); "
-                              "export with --debug and report it")
-        tmp = Path(folder) / target.name
-        _save_ir(network, tmp, {**metadata, "precision": "fp32", "batch_independent": True,
-                                "verification": verification})
-        _rename_ir(tmp, target)
-    return ExportedFile("openvino", target, "fp32", verification)
+
+        def verify(checked: Path) -> dict[str, Any]:
+            return _verdict(ir_deviation_from_eager(model, checked, batches=(1, 3)), FP32_MAP_LIMIT,
+                            "seeded random crops at batch 1 and 3")
+
+        def refusal(verification: Mapping[str, Any]) -> str:
+            return (f"the fp32 OpenVINO export deviates from eager by {verification['map_deviation']:.1e} of a "
+                    f"map's max (limit {FP32_MAP_LIMIT:.0e}); export with --debug and report it")
+
+        return _write_verified_ir(network, Path(folder), target, verify, refusal, metadata, "openvino", "fp32")
 
 
 def export_openvino_int8(model: nn.Module, target: Path, metadata: Mapping[str, Any], crops: Any
@@ -376,19 +374,34 @@ def export_openvino_int8(model: nn.Module, target: Path, metadata: Mapping[str, 
         core = ov.Core()
         log.info("quantising to static int8 (NNCF) on %d calibration crops -> %s", len(crops.calibration), target)
         int8 = ovb.quantize_static_ir(core, fp32, crops.calibration, seven_bit=not int8_dot_product_supported())
-        checked = _checked_ir(int8, Path(folder), target.name)
-        measured = ovb.held_out_deviation(model, _compile_ir(core, checked), crops.held_out)
-        verification = _verdict(measured["deviation"], MAP_DEVIATION_LIMIT,
-                                f"{len(crops.held_out)} held-out crops of {crops.source}, batch 1")
-        if not verification["passed"]:
-            raise ExportError(f"int8 OpenVINO fails the accuracy gate on this machine (relative map deviation "
-                              f"{verification['map_deviation']:.1e}; limit {MAP_DEVIATION_LIMIT:.0e}); export "
-                              "--format openvino (fp32) instead")
-        tmp = Path(folder) / target.name
-        _save_ir(int8, tmp, {**metadata, "precision": "int8-static", "batch_independent": True,
-                             "verification": verification})
-        _rename_ir(tmp, target)
-    return ExportedFile("openvino-int8", target, "int8-static", verification)
+
+        def verify(checked: Path) -> dict[str, Any]:
+            measured = ovb.held_out_deviation(model, _compile_ir(core, checked), crops.held_out)
+            return _verdict(measured["deviation"], MAP_DEVIATION_LIMIT,
+                            f"{len(crops.held_out)} held-out crops of {crops.source}, batch 1")
+
+        def refusal(verification: Mapping[str, Any]) -> str:
+            return (f"int8 OpenVINO fails the accuracy gate on this machine (relative map deviation "
+                    f"{verification['map_deviation']:.1e}; limit {MAP_DEVIATION_LIMIT:.0e}); export --format "
+                    "openvino (fp32) instead")
+
+        return _write_verified_ir(int8, Path(folder), target, verify, refusal, metadata, "openvino-int8",
+                                  "int8-static")
+
+
+def _write_verified_ir(network: Any, folder: Path, target: Path, verify: Callable[[Path], dict[str, Any]],
+                       refusal: Callable[[Mapping[str, Any]], str], metadata: Mapping[str, Any], name: str,
+                       precision: str) -> ExportedFile:
+    """Verify ``network`` from a copy in ``folder`` (:func:`_checked_ir`), then write it with its verdict and
+    rename it to ``target``; a failing check raises :class:`ExportError` with ``refusal(verdict)``, no file left."""
+    verification = verify(_checked_ir(network, folder, target.name))
+    if not verification["passed"]:
+        raise ExportError(refusal(verification))
+    tmp = folder / target.name
+    _save_ir(network, tmp, {**metadata, "precision": precision, "batch_independent": True,
+                            "verification": verification})
+    _rename_ir(tmp, target)
+    return ExportedFile(name, target, precision, verification)
 
 
 def _compile_ir(core: Any, path: Path) -> Any:
