@@ -38,7 +38,7 @@ class GemmRate:
         return self.ops_per_s / 1e9
 
 
-def _median_rate(kind: str, call: Callable[[int], Callable[[], object]], repeats: int = 5) -> GemmRate | None:
+def _median_rate(kind: str, call: Callable[[int], Callable[[], object]], repeats: int = 5) -> GemmRate:
     """Time ``call(n)()`` at :data:`PROBE_SIZE`, then at :data:`GEMM_SIZE` when its projected time fits."""
     size = PROBE_SIZE
     run = call(size)
@@ -88,12 +88,12 @@ def _ort_matmul_integer(threads: int) -> Callable[[int], Callable[[], object]]:
             [helper.make_tensor_value_info("activations", TensorProto.UINT8, [n, n])],
             [helper.make_tensor_value_info("product", TensorProto.INT32, [n, n])], initializer=[weight])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        onnx.checker.check_model(model)
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         activations = rng.integers(0, 256, (n, n), dtype=np.uint8)
-        onnx.checker.check_model(model)
         return lambda: session.run(None, {"activations": activations})
     return make
 
