@@ -40,6 +40,7 @@ from lib.test.tracker.backends.onnx_backend import (
     checking_session,
     deviation_from_eager,
     export_network,
+    fp32_matmuls,
     graph_input_names,
     network_inputs,
     quantize_dynamic_int8,
@@ -244,7 +245,7 @@ def export_onnx_int8(model: nn.Module, target: Path, metadata: Mapping[str, Any]
     attempts = {}
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as folder:
         fp32 = Path(folder) / "fp32.onnx"
-        export_network(model, fp32, matmul_head=True)  # a MatMul head is quantised too
+        export_network(model, fp32, matmul_head=True)  # the head as one GEMM (it stays fp32)
         for precision, quantize in (("int8-static", _quantize_static(crops)), ("int8-dynamic", _quantize_dynamic)):
             try:
                 return _write_int8(model, fp32, target, precision, quantize, metadata, crops)
@@ -278,7 +279,7 @@ def _write_int8(model: nn.Module, fp32: Path, target: Path, precision: str, quan
         note = "" if static else ("dynamic int8: activation scales per call and per whole batch, so feed one frame "
                                   "per call (static int8 failed the accuracy gate)")
         write_onnx_metadata(tmp, {**metadata, "precision": precision, "batch_independent": static,
-                                  "verification": verification, "note": note})
+                                  "fp32_nodes": fp32_matmuls(fp32), "verification": verification, "note": note})
     return ExportedFile("onnx-int8", target, precision, verification, note)
 
 
@@ -311,7 +312,7 @@ def _quantize_static(crops: Any) -> Callable[[Path, Path], None]:
         with quiet():
             quantize_static(fp32, target, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
                             per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=fp32_matmuls(fp32))
     return quantize
 
 

@@ -126,6 +126,19 @@ def test_head_as_matmul_is_the_same_function(student):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
 
 
+def test_int8_quantises_the_backbone_and_leaves_the_head_in_fp32(student, cache_dir):
+    """Every backbone MatMul with a weight becomes an integer MatMul; the head's MatMul stays a float MatMul."""
+    import onnx
+
+    _, model = student
+    graph = onnx.load(str(OnnxBackend(model, int8=True, cache_dir=cache_dir).path)).graph
+    weights = {init.name for init in graph.initializer}
+    floats = [node.name for node in graph.node if node.op_type == "MatMul" and set(node.input) & weights]
+    integers = [node.name for node in graph.node if node.op_type == "MatMulInteger"]
+    assert floats == ["/head/MatMul"], floats
+    assert len(integers) == 4 * len(model.backbone.blocks) and all("/backbone/" in name for name in integers)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # a cold inductor compile on a loaded machine
 @NEEDS_BF16
