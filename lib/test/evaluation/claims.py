@@ -5,7 +5,8 @@ the results folder: torchrun ranks, or commands started by hand. Before a sequen
 *claims* it: a small JSON file (host, pid, start time, lease) in the folder's ``claims/`` (layout in
 :mod:`lib.utils.run_layout`), created exclusively and complete at once (:func:`lib.utils.io.create_exclusive_file`),
 so exactly one runner gets it. The holder's heartbeat thread touches the file (its mtime) every quarter lease;
-the claim is released (removed) once the sequence's result files are written, or it failed.
+the claim is released (removed) once the sequence's result files are written, or it failed. Results are only
+written while the claim is still the writer's (:meth:`ClaimBoard.holds`).
 
 A claim is *stale* when its holder is gone: on the same machine (host, boot and PID namespace) when its process
 no longer runs, anywhere when no heartbeat came for a whole lease (``--claim_lease``, 10 minutes by default;
@@ -220,6 +221,7 @@ class Claim:
 
     path: Path
     token: str
+    base: Path
     taken_over: ClaimHolder | None = None  # the stale claim it replaced, if any
 
 
@@ -279,8 +281,17 @@ class ClaimBoard:
             for older in generations:  # tidy up: the newest generation alone decides
                 claim_file(base, older).unlink(missing_ok=True)
             _process_heartbeat().add(path, self.lease_s / 4)
-            return Claim(path, token, stale)
+            return Claim(path, token, base, stale)
         return None
+
+    def holds(self, claim: Claim) -> bool:
+        """Whether ``claim`` is still this process's: a runner that was suspended beyond its lease (no heartbeat)
+        has been taken over, and the sequence's results are then the new holder's to write."""
+        generations = self.generations(claim.base)
+        if not generations or claim_file(claim.base, generations[-1]) != claim.path:
+            return False
+        holder = read_holder(claim.path, self.lease_s)
+        return holder is not None and holder.token == claim.token
 
     def release(self, claim: Claim) -> None:
         _process_heartbeat().remove(claim.path)

@@ -40,6 +40,7 @@ from lib.test.evaluation.running import (
     check_batch,
     check_init_box,
     check_trackable,
+    taken_over,
     write_sequence_results,
 )
 from lib.utils.errors import UserError
@@ -152,6 +153,9 @@ class Lockstep:
                 if self.debug:
                     raise error
                 self.record(_failure(member.seq.name, error))
+                return
+            if member.claim is not None and not self.board.holds(member.claim):
+                self.record(taken_over(member.seq.name))
                 return
             try:
                 base = result_path_base(self.results_dir, member.seq)

@@ -156,14 +156,8 @@ class SequenceResult:
         if self.status == "skipped":
             return f"{self.name}: skipped (results exist)"
         if self.status == "elsewhere":
-            return f"{self.name}: tracked by another runner"
+            return f"{self.name}: tracked by another runner" + (f" ({self.error})" if self.error else "")
         return f"{self.name}: {self.num_frames} frames, {self.fps or float('inf'):.1f} FPS"
-
-
-def run_sequence(tracker: Tracker, seq: Sequence, result_path_base: str | Path) -> SequenceResult:
-    """Track ``seq`` and write its two result files; errors propagate (see :func:`run_dataset` for handling)."""
-    boxes, seconds = track_sequence(tracker, seq)
-    return write_sequence_results(seq, boxes, seconds, result_path_base)
 
 
 def write_sequence_results(seq: Sequence, boxes: np.ndarray, seconds: np.ndarray,
@@ -176,6 +170,12 @@ def write_sequence_results(seq: Sequence, boxes: np.ndarray, seconds: np.ndarray
         atomic_write_text(time_file, times)
         atomic_write_text(box_file, box_text)
     return SequenceResult(seq.name, "done", len(seq), float(seconds.sum()))
+
+
+def taken_over(name: str) -> SequenceResult:
+    """A sequence whose claim another runner took over while this one tracked it: its boxes are dropped."""
+    return SequenceResult(name, "elsewhere", error="its claim was taken over while this runner tracked it (no "
+                          "heartbeat for a whole lease: was the process suspended?); the new holder writes the results")
 
 
 def _failure(name: str, err: BaseException, context: str = "") -> SequenceResult:
@@ -191,7 +191,10 @@ def _attempt(tracker: Tracker, seq: Sequence, results_dir: Path, debug: bool, bo
         if claim is None or result_problem(results_dir, seq) is None:
             return SequenceResult(seq.name, "elsewhere")
         try:
-            return run_sequence(tracker, seq, result_path_base(results_dir, seq))
+            boxes, seconds = track_sequence(tracker, seq)
+            if not board.holds(claim):
+                return taken_over(seq.name)
+            return write_sequence_results(seq, boxes, seconds, result_path_base(results_dir, seq))
         except DiskFullError:
             raise  # every other sequence would fail the same way: stop the run
         except Exception as err:
@@ -249,7 +252,7 @@ class RunReport:
         if self.done:
             lines.append(f"tracked {self.num_frames} frames at {self.fps or float('inf'):.1f} FPS "
                          f"(frames / summed frame time) in {self.elapsed:.1f} s wall-clock")
-        lines += [f"  {result.describe()}" for result in self.results if result.status == "failed"]
+        lines += [f"  {result.describe()}" for result in self.results if result.status == "failed" or result.error]
         if self.failed:
             lines.append("fix the errors above and run again: finished sequences are skipped")
         return "\n".join(lines)

@@ -191,6 +191,32 @@ def test_dead_runners_claims_are_taken_over_live_ones_respected(tmp_path):
     assert rerun.done == ["seq3"] and rerun.elsewhere == ["seq2"] and sorted(rerun.skipped) == ["seq0", "seq1", "seq4"]
 
 
+def test_a_runner_taken_over_while_tracking_leaves_the_results_to_the_new_holder(tmp_path):
+    bench = make_benchmark(tmp_path / "bench", 2, frames=3)
+    sequences = get_dataset("folder", root=bench)
+    results = tmp_path / "results"
+    base = sequence_claim_base(results, "seq0", sequences[0].dataset)
+    other, taken = ClaimBoard(lease_s=60), []
+
+    class SuspendedTracker(SlowStaticTracker):
+        """While it tracks seq0 its heartbeat stops for two leases and another runner takes the claim over."""
+
+        def track(self, image):
+            if not taken and claim_file(base, 0).exists():
+                os.utime(claim_file(base, 0), (time.time() - 120, time.time() - 120))
+                taken.append(other.try_acquire(base))
+            return super().track(image)
+
+    report = run_dataset(SuspendedTracker, sequences, results, show_progress=False, log=quiet,
+                         board=ClaimBoard(lease_s=60))
+    assert taken[0] is not None and taken[0].path == claim_file(base, 1)
+    assert report.done == ["seq1"] and report.elsewhere == ["seq0"] and report.ok
+    assert "seq0: tracked by another runner (its claim was taken over" in report.summary()
+    assert [seq.name for seq in sequences if result_problem(results, seq) is None] == ["seq1"]
+    assert read_holder(taken[0].path).token == taken[0].token  # the new holder's claim is left alone
+    other.release(taken[0])
+
+
 def test_the_manifest_is_created_exactly_once_by_racing_runners(tmp_path, monkeypatch):
     import lib.test.evaluation.results_store as results_store
 
