@@ -179,8 +179,8 @@ class OnnxBackend(NetworkBackend):
         import onnxruntime as ort
 
         return {"kind": "int8-dynamic", "format": EXPORT_FORMAT_VERSION, "fp32": self._fp32_key(),
-                "ops": ["MatMul"], "scope": INT8_SCOPE, "per_channel": self.per_channel, "reduce_range": self.reduce_range,
-                "weight_type": "QInt8", "onnxruntime": ort.__version__}
+                "ops": ["MatMul"], "scope": INT8_SCOPE, "per_channel": self.per_channel,
+                "reduce_range": self.reduce_range, "weight_type": "QInt8", "onnxruntime": ort.__version__}
 
     def _export(self, target: Path) -> None:
         export_network(self.model, target, matmul_head=self.matmul_head, exporter=self.exporter, opset=self.opset)
