@@ -48,7 +48,6 @@ AUTO = "auto"
 # bf16-compile is never a default candidate: its first compile alone takes ~1 minute.
 FP32_CANDIDATES = ("openvino", "onnx", "bf16")
 MIN_SPEEDUP = 1.1
-MIN_SPEEDUP = 1.1
 TIME_BUDGET_S = 120.0
 ROUNDS = 3
 CALLS_PER_ROUND = 5
