@@ -14,7 +14,7 @@ moves them aside (never deletes) or ``--runid N`` tracks into a separate folder.
 or fails leaves, the next one joins). The boxes are those of ``--batch 1`` (eager fp32: identical; other back-ends
 within their accuracy gate; ``onnx-int8`` runs the samples one by one, since its dynamic quantisation would make
 a frame depend on its batch mates), so the results folder is the same; each frame's time is an equal share of its
-step. ``--batch`` and ``--threads`` do not combine: use worker processes or lockstep batches.
+step. With ``--threads W`` each of the W workers tracks its own lockstep batch of N.
 
 Many processes, one results folder: under ``torchrun --nproc_per_node K [--nnodes N ...] tracking/test.py ...``
 each rank tracks its shard of the sequences (on ``cuda:LOCAL_RANK`` with ``--device cuda``), then helps with the

@@ -22,7 +22,6 @@ The tracker needs the batch interface of :class:`~lib.test.tracker.ostrack.OSTra
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,20 +91,22 @@ class Lockstep:
     def __init__(self, tracker: LockstepTracker, results_dir: Path, batch: int,
                  record: Callable[[SequenceResult], None], board: ClaimBoard | None = None,
                  debug: bool = False) -> None:
-        check_batch(batch, workers=0)
+        check_batch(batch)
         check_lockstep_tracker(tracker)
         self.tracker, self.results_dir, self.batch = tracker, results_dir, batch
         self.record, self.board, self.debug = record, board, debug
         self.members: list[_Member] = []
 
     def run(self, sequences: Iterable[Sequence]) -> None:
-        queue = deque(sequences)
+        """Track ``sequences``, taking the next one only when a batch slot is free (it may be a shared queue)."""
+        pending = iter(sequences)
         try:
-            while queue or self.members:
-                while queue and len(self.members) < self.batch:
-                    self._join(queue.popleft())
-                if self.members:
-                    self._step()
+            while True:
+                while len(self.members) < self.batch and (seq := next(pending, None)) is not None:
+                    self._join(seq)
+                if not self.members:  # nothing joined: ``sequences`` is exhausted
+                    break
+                self._step()
         finally:
             for member in self.members:  # stopped by a full disk or --debug: free the claims
                 self._release(member)

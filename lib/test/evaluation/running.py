@@ -21,11 +21,12 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import os
+import queue
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -327,6 +328,34 @@ def _run_in_worker(seq: Sequence, results_dir: Path, debug: bool, board: ClaimBo
     return _attempt(_worker_state["tracker"], seq, results_dir, debug, board)
 
 
+def _queued(todo: Any) -> Iterator[Sequence]:
+    """The sequences of the shared queue ``todo``, taken one at a time until it is empty."""
+    while True:
+        try:
+            yield todo.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _run_lockstep_in_worker(todo: Any, done: Any, results_dir: Path, debug: bool, board: ClaimBoard,
+                            batch: int) -> str | None:
+    """Lockstep batches in a worker: a sequence is taken from the shared ``todo`` queue whenever a batch slot
+    frees, so the workers share the sequences as they go; every result is put on ``done``. Returns why the
+    tracker could not be built (None when it could: the other workers then take its sequences)."""
+    from lib.test.evaluation.lockstep import run_lockstep
+
+    try:
+        _select_device(_worker_state["device"])
+        tracker = _worker_state["build_tracker"](_worker_state["device"])
+    except Exception as err:
+        if debug:
+            raise
+        return _failure("", err, context="could not build the tracker: ").error
+    _limit_threads(_worker_state["threads"])  # building the tracker may have imported torch
+    run_lockstep(tracker, _queued(todo), results_dir, batch, done.put, board, debug)
+    return None
+
+
 def _run_sequential(build_tracker: TrackerBuilder, pending: list[Sequence], results_dir: Path, num_gpus: int,
                     debug: bool, record: Callable[[SequenceResult], None], board: ClaimBoard, batch: int = 1) -> None:
     device = device_for_worker(0, num_gpus, board.rank.local_rank * num_gpus)
@@ -341,16 +370,25 @@ def _run_sequential(build_tracker: TrackerBuilder, pending: list[Sequence], resu
         record(_attempt(tracker, seq, results_dir, debug, board))
 
 
-def _run_parallel(build_tracker: TrackerBuilder, pending: list[Sequence], results_dir: Path, workers: int,
-                  num_gpus: int, debug: bool, record: Callable[[SequenceResult], None], board: ClaimBoard) -> None:
-    context = multiprocessing.get_context("spawn")  # CUDA and many libraries are not fork-safe
+def _worker_pool(context: Any, build_tracker: TrackerBuilder, workers: int, num_gpus: int,
+                 board: ClaimBoard) -> ProcessPoolExecutor:
+    """``workers`` spawned processes, each with its device and an equal share of this rank's cores."""
     slots = context.SimpleQueue()
     for index in range(workers):
         slots.put(index)
     cores_here = available_cores() // board.rank.local_world_size  # the other ranks on this node share the cores
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                                initargs=(build_tracker, slots, num_gpus, board.rank.local_rank * num_gpus,
                                          threads_per_worker(workers, cores_here), os.getpid()))
+
+
+_WORKER_DIED = "a worker process died (out of memory, or a crash in native code); run again to retry this sequence"
+
+
+def _run_parallel(build_tracker: TrackerBuilder, pending: list[Sequence], results_dir: Path, workers: int,
+                  num_gpus: int, debug: bool, record: Callable[[SequenceResult], None], board: ClaimBoard) -> None:
+    context = multiprocessing.get_context("spawn")  # CUDA and many libraries are not fork-safe
+    pool = _worker_pool(context, build_tracker, workers, num_gpus, board)
     try:
         futures = {pool.submit(_run_in_worker, seq, results_dir, debug, board): seq for seq in pending}
         for future in as_completed(futures):
@@ -358,8 +396,7 @@ def _run_parallel(build_tracker: TrackerBuilder, pending: list[Sequence], result
             try:
                 result = future.result()
             except BrokenProcessPool:
-                result = SequenceResult(name, "failed", error="a worker process died (out of memory, or a crash in "
-                                                              "native code); run again to retry this sequence")
+                result = SequenceResult(name, "failed", error=_WORKER_DIED)
             except DiskFullError:
                 raise
             except Exception as err:  # building the tracker failed, or a result could not be sent back
@@ -371,13 +408,57 @@ def _run_parallel(build_tracker: TrackerBuilder, pending: list[Sequence], result
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def check_batch(batch: int, workers: int) -> None:
-    """Lockstep batches run in one process: several workers would each need their own (not supported)."""
+def _run_parallel_lockstep(build_tracker: TrackerBuilder, pending: list[Sequence], results_dir: Path,
+                           workers: int, num_gpus: int, debug: bool, record: Callable[[SequenceResult], None],
+                           board: ClaimBoard, batch: int, log: Callable[[str], None]) -> None:
+    """``workers`` processes, each tracking ``batch`` sequences in lockstep, fed from one shared queue."""
+    context = multiprocessing.get_context("spawn")
+    recorded: set[str] = set()
+    problems: list[str] = []
+    with context.Manager() as manager:
+        todo, done = manager.Queue(), manager.Queue()
+        for seq in pending:
+            todo.put(seq)
+        pool = _worker_pool(context, build_tracker, workers, num_gpus, board)
+        try:
+            futures = [pool.submit(_run_lockstep_in_worker, todo, done, results_dir, debug, board, batch)
+                       for _ in range(workers)]
+            while True:
+                finished = all(future.done() for future in futures)  # read before draining: nothing is missed
+                try:
+                    while True:
+                        result = done.get(timeout=0.05) if not finished else done.get_nowait()
+                        recorded.add(result.name)
+                        record(result)
+                except queue.Empty:
+                    pass
+                if finished:
+                    break
+            for future in futures:
+                try:
+                    problem = future.result()
+                except BrokenProcessPool:
+                    problem = _WORKER_DIED
+                except DiskFullError:
+                    raise
+                except Exception as err:
+                    if debug:
+                        raise
+                    problem = _failure("", err).error
+                if problem:
+                    problems.append(problem)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for problem in dict.fromkeys(problems):
+        log(f"a worker stopped: {problem}")
+    for seq in pending:  # held by a worker that died or could not start
+        if seq.name not in recorded:
+            record(SequenceResult(seq.name, "failed", error=problems[0] if problems else _WORKER_DIED))
+
+
+def check_batch(batch: int) -> None:
     if batch < 1:
         raise UserError(f"--batch must be >= 1, got {batch}")
-    if batch > 1 and workers > 0:
-        raise UserError(f"--batch {batch} tracks sequences in lockstep in one process and cannot be combined with "
-                        f"--threads {workers}; use one of them")
 
 
 def run_dataset(build_tracker: TrackerBuilder, sequences: Iterable[Sequence], results_dir: str | Path,
@@ -400,10 +481,11 @@ def run_dataset(build_tracker: TrackerBuilder, sequences: Iterable[Sequence], re
     so other runners sharing the folder never track it too. A rank tries its own shard of ``sequences`` first,
     then the others' unclaimed ones; its GPUs are ``cuda:(local_rank * num_gpus + k)``.
 
-    ``batch`` > 1 tracks that many sequences at once in this process, one network call per frame step
-    (:mod:`lib.test.evaluation.lockstep`; same boxes and result files); it cannot be combined with workers.
+    ``batch`` > 1 tracks that many sequences at once, one network call per frame step
+    (:mod:`lib.test.evaluation.lockstep`; same boxes and result files): in this process, or with workers in
+    each worker, the workers taking the next sequence from one shared queue as their batches free a slot.
     """
-    check_batch(batch, threads)
+    check_batch(batch)
     started = time.perf_counter()
     results_dir = Path(results_dir)
     sequences = list(sequences)
@@ -445,6 +527,9 @@ def run_dataset(build_tracker: TrackerBuilder, sequences: Iterable[Sequence], re
 
             if pending and threads <= 0:
                 _run_sequential(build_tracker, pending, results_dir, num_gpus, debug, record, board, batch)
+            elif pending and batch > 1:
+                _run_parallel_lockstep(build_tracker, pending, results_dir, min(threads, len(pending)), num_gpus,
+                                       debug, record, board, batch, emit)
             elif pending:
                 _run_parallel(build_tracker, pending, results_dir, min(threads, len(pending)), num_gpus, debug,
                               record, board)

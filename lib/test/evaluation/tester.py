@@ -65,7 +65,7 @@ def check_devices(run: TestRun) -> None:
         raise UserError(f"--threads and --num_gpus must be >= 0, got {run.workers} and {run.num_gpus}")
     if run.run_id is not None and run.run_id < 0:
         raise UserError(f"--runid must be >= 0, got {run.run_id}")
-    check_batch(run.batch, run.workers)
+    check_batch(run.batch)
     if not 0 < run.claim_lease_s < float("inf"):
         raise UserError(f"--claim_lease must be a positive number of minutes, got {run.claim_lease_min}")
     if run.backend not in BACKENDS:

@@ -194,13 +194,11 @@ def test_a_failing_sequence_leaves_the_batch_and_the_others_finish(tiny, videos,
         run_dataset(build, [bad[0]], tmp_path / "debug", batch=3, debug=True, **QUIET)
 
 
-def test_batch_is_checked_and_not_combined_with_workers(tiny, videos, tmp_path):
+def test_batch_is_checked(tiny, videos, tmp_path):
     cfg, model, _, _ = tiny
     sequences = get_dataset("folder", root=videos)
     with pytest.raises(UserError, match="--batch must be >= 1"):
         run_dataset(builder(cfg, model), sequences, tmp_path, batch=0, **QUIET)
-    with pytest.raises(UserError, match="cannot be combined with --threads 2"):
-        run_dataset(builder(cfg, model), sequences, tmp_path, batch=2, threads=2, **QUIET)
     with pytest.raises(UserError, match="cannot track sequences in lockstep"):
         run_dataset(lambda device: object(), sequences, tmp_path, batch=2, **QUIET)
 
@@ -221,11 +219,15 @@ def test_test_script_with_batch(tiny, videos, reference, tmp_path, tracking_scri
     # the results do not depend on the batch size: the same folder, all sequences reused
     assert run_main(script.main, [*command, "--batch", "2"]) == 0
     assert f"{len(LENGTHS)} skipped" in capsys.readouterr().out
-    for bad, message in ((["--batch", "0"], "--batch must be >= 1, got 0"),
-                         (["--batch", "2", "--threads", "2"], "cannot be combined with --threads 2")):
-        assert run_main(script.main, [*command, *bad]) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and message in err
+    assert run_main(script.main, [*command, "--batch", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--batch must be >= 1, got 0" in err
+    # two worker processes, each with a lockstep batch of 2, fed from one queue: the same files again
+    workers = [*command[:-3], "--save_dir", str(tmp_path / "workers"), "--no_progress", "--batch", "2",
+               "--threads", "2"]
+    assert run_main(script.main, workers) == 0
+    assert f"{len(LENGTHS)} done" in capsys.readouterr().out
+    assert box_files(results_folder(get_paths(save_dir=tmp_path / "workers"), "ostrack", "tiny")) == reference[0]
 
 
 @pytest.mark.slow
