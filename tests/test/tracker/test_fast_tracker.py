@@ -35,7 +35,7 @@ from lib.test.tracker.backends.base import MapsOnly
 from lib.test.tracker.backends.onnx_backend import MapsOnlyMatMulHead
 from lib.utils.boxes import pytracking_box_iou
 from lib.utils.paths import REPO_ROOT
-from tests.model_configs import main_config
+from tests.model_configs import main_config, tiny_config
 
 NEEDS_BF16 = pytest.mark.skipif(not native_bf16_supported(), reason="CPU without native bf16 (AVX-512 BF16 / AMX)")
 # Max |deviation| from eager on the maps (values: score/size in (0, 1), offsets ~ +-2 cells). Measured on the
@@ -111,6 +111,18 @@ def test_ce_network_exports_exactly(parity_dir, cache_dir):
     for name in ("onnx-int8", *(["bf16"] if native_bf16_supported() else [])):  # lossy CE: kept tokens may differ
         out = build_backend(name, model, cache_dir=cache_dir)(template, search, other_mask)
         assert out["score_map"].shape == ref["score_map"].shape and torch.isfinite(out["offset_map"]).all()
+
+
+@pytest.mark.slow
+def test_dynamo_export_has_a_dynamic_batch(tmp_path):
+    """The dynamo exporter's graph of a CE network takes any batch: batch 1 and 3 match eager (traced at 2)."""
+    from lib.test.tracker.backends.onnx_backend import deviation_from_eager, export_network
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(64, 128, ce=True), training=False).eval()
+    export_network(model, tmp_path / "dynamo.onnx", exporter="dynamo")
+    deviation = deviation_from_eager(model, tmp_path / "dynamo.onnx", batches=(1, 3))
+    assert max(d["rel"] for d in deviation.values()) < 1e-5, deviation
 
 
 def test_head_as_matmul_is_the_same_function(student):
