@@ -315,17 +315,26 @@ def _init_worker(build_tracker: TrackerBuilder, slots: Any, num_gpus: int, first
                          threads=threads, tracker=None)
 
 
-def _run_in_worker(seq: Sequence, results_dir: Path, debug: bool, board: ClaimBoard) -> SequenceResult:
-    if _worker_state["tracker"] is None:  # built on the first task, so a failure is reported per sequence
-        try:
-            _select_device(_worker_state["device"])
-            _worker_state["tracker"] = _worker_state["build_tracker"](_worker_state["device"])
-        except Exception as err:
-            if debug:
-                raise
-            return _failure(seq.name, err, context="could not build the tracker: ")
+_BUILD_FAILED = "could not build the tracker: "
+
+
+def _worker_tracker() -> Tracker:
+    """This worker's tracker, built on its first task (so that a failure is reported with that task)."""
+    if _worker_state["tracker"] is None:
+        _select_device(_worker_state["device"])
+        _worker_state["tracker"] = _worker_state["build_tracker"](_worker_state["device"])
         _limit_threads(_worker_state["threads"])  # building the tracker may have imported torch
-    return _attempt(_worker_state["tracker"], seq, results_dir, debug, board)
+    return _worker_state["tracker"]
+
+
+def _run_in_worker(seq: Sequence, results_dir: Path, debug: bool, board: ClaimBoard) -> SequenceResult:
+    try:
+        tracker = _worker_tracker()
+    except Exception as err:
+        if debug:
+            raise
+        return _failure(seq.name, err, context=_BUILD_FAILED)
+    return _attempt(tracker, seq, results_dir, debug, board)
 
 
 def _queued(todo: Any) -> Iterator[Sequence]:
@@ -345,13 +354,11 @@ def _run_lockstep_in_worker(todo: Any, done: Any, results_dir: Path, debug: bool
     from lib.test.evaluation.lockstep import run_lockstep
 
     try:
-        _select_device(_worker_state["device"])
-        tracker = _worker_state["build_tracker"](_worker_state["device"])
+        tracker = _worker_tracker()
     except Exception as err:
         if debug:
             raise
-        return _failure("", err, context="could not build the tracker: ").error
-    _limit_threads(_worker_state["threads"])  # building the tracker may have imported torch
+        return _failure("", err, context=_BUILD_FAILED).error
     run_lockstep(tracker, _queued(todo), results_dir, batch, done.put, board, debug)
     return None
 
