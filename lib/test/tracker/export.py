@@ -37,14 +37,13 @@ from lib.test.tracker.backends.gate import MAP_DEVIATION_LIMIT, exported_deviati
 from lib.test.tracker.backends.onnx_backend import (
     BATCH_AXIS,
     EXPORT_FORMAT_VERSION,
-    checking_session,
     deviation_from_eager,
     export_network,
     fp32_matmuls,
     graph_input_names,
-    network_inputs,
+    onnx_file_deviation,
     quantize_dynamic_int8,
-    session_runner,
+    seeded_input_sets,
 )
 from lib.test.tracker.ostrack import CLIP_MARGIN
 from lib.utils.errors import UserError
@@ -270,7 +269,7 @@ def _write_int8(model: nn.Module, fp32: Path, target: Path, precision: str, quan
 
     with atomic_path(target, suffix=".tmp.onnx") as tmp:
         quantize(fp32, tmp)
-        verification = _verdict(held_out_deviation(model, tmp, crops.held_out), MAP_DEVIATION_LIMIT,
+        verification = _verdict(onnx_file_deviation(model, tmp, crops.held_out.each()), MAP_DEVIATION_LIMIT,
                                 f"{len(crops.held_out)} held-out crops of {crops.source}, batch 1")
         if not verification["passed"]:
             log.info("%s fails the accuracy gate (map deviation %.1e)", precision, verification["map_deviation"])
@@ -300,13 +299,11 @@ def _quantize_static(crops: Any) -> Callable[[Path, Path], None]:
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
-                self.index = 0
+                self.feeds = ({n: t.numpy() for n, t in zip(names, inputs, strict=True)}
+                              for inputs in calibration.each())
 
             def get_next(self) -> dict[str, Any] | None:
-                if self.index >= len(calibration):
-                    return None
-                self.index += 1
-                return {n: t.numpy() for n, t in zip(names, calibration.inputs(self.index - 1), strict=True)}
+                return next(self.feeds, None)
 
         log.info("quantising to static int8 (QDQ) on %d calibration crops -> %s", len(calibration), target)
         with quiet():
@@ -320,12 +317,6 @@ def _quantize_dynamic(fp32: Path, target: Path) -> None:
     from lib.test.tracker.backends.cpu_features import int8_dot_product_supported
 
     quantize_dynamic_int8(fp32, target, per_channel=True, reduce_range=not int8_dot_product_supported())
-
-
-def held_out_deviation(model: nn.Module, path: Path, held_out: Any) -> dict[str, dict[str, float]]:
-    """The gate's map deviation of the file at ``path`` against eager on every held-out crop (batch 1)."""
-    run = session_runner(checking_session(path), uses_ce_mask(model))
-    return exported_deviation(model, run, (held_out.inputs(i) for i in range(len(held_out))))
 
 
 def _verdict(deviation: Mapping[str, Mapping[str, float]], limit: float, inputs: str) -> dict[str, Any]:
@@ -420,8 +411,8 @@ def ir_deviation_from_eager(model: nn.Module, path: Path, batches: tuple[int, ..
 
     from lib.test.tracker.backends.openvino_backend import compiled_runner
 
-    inputs = (network_inputs(model, seed=seed + i, batch=batch) for i, batch in enumerate(batches))
-    return exported_deviation(model, compiled_runner(_compile_ir(ov.Core(), path)), inputs)
+    return exported_deviation(model, compiled_runner(_compile_ir(ov.Core(), path)),
+                              seeded_input_sets(model, batches, seed))
 
 
 def _checked_ir(network: Any, folder: Path, name: str) -> Path:

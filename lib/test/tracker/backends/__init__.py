@@ -13,9 +13,9 @@ A back-end is a callable ``backend(template, search, ce_template_mask) -> {'scor
 ``bf16-compile``   the bf16 copy through ``torch.compile`` (inductor, frozen + pre-packed weights);
                 the first build compiles for about a minute, later processes reuse inductor's cache
 ``onnx``        the network exported once to ONNX, run by ONNX Runtime (CPU, fp32)
-``onnx-int8``   that export with dynamic int8 quantisation of every MatMul with constant weights
-                (per-channel weights, activations quantised per call); the head's first 3x3
-                convolutions are exported as one MatMul to be quantised too; the rest stays fp32
+``onnx-int8``   that export with dynamic int8 quantisation of the backbone's MatMuls (per-channel
+                weights, activations quantised per call); the head (its first 3x3 convolutions exported
+                as one MatMul) and everything else stay fp32
 ``openvino``    the same fp32 ONNX export run by OpenVINO's CPU plugin (fp32 kept on bf16 CPUs too)
 ``openvino-int8``  static int8 of it (NNCF post-training quantisation): fixed activation scales calibrated
                 on real template/search crops cut by our tracker (the embedded benchmark by default,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,10 @@ class CropSet:
         one = slice(index, index + 1)
         mask = () if self.ce_template_mask is None else (self.ce_template_mask[one],)
         return (self.template[one], self.search[one], *mask)
+
+    def each(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Every crop in turn as :meth:`inputs` gives it (how calibration and the gate feed them: batch 1)."""
+        return (self.inputs(index) for index in range(len(self)))
 
     def digest(self) -> str:
         """SHA-256 over the crops' bytes and the sequence names (a cache key for what was calibrated on)."""

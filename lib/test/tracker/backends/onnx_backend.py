@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +82,12 @@ class OnnxBackend(NetworkBackend):
     convolutions as one MatMul;
     ``cache_dir``: where the files go (default ``<save_dir>/cache/onnx``); ``cache_max_entries``: how many
     exports to keep there (least recently built ones are deleted first);
-    The graph has a dynamic batch axis. Batch-1 calls run a session with that axis fixed to 1 (as fast as, and
-    bit-identical to, a batch-1 export); the first batched call opens a second session that takes any batch.
-
     ``torch_threads``: torch's intra-op threads for this process (default 1; None leaves them alone). With the
     network in ORT, torch only does the tracker's tiny per-frame tensor work, and its idle OpenMP threads
     spinning after those ops delay the next ORT run (seen: ~5 ms per frame on 2 cores).
+
+    The graph has a dynamic batch axis. Batch-1 calls run a session with that axis fixed to 1 (as fast as, and
+    bit-identical to, a batch-1 export); the first batched call opens a second session that takes any batch.
     """
 
     name = "onnx"
@@ -278,7 +278,18 @@ def deviation_from_eager(model: nn.Module, path: Path, batches: tuple[int, ...] 
     """The gate's map deviation (``abs``, ``scale``, ``rel`` per map) of the ONNX file at ``path`` from eager,
     over seeded random inputs at each batch size in ``batches`` (the traced size excluded, so that the dynamic
     axis is exercised), fp32 on ONNX Runtime's CPU provider."""
-    inputs = (network_inputs(model, seed=seed + i, batch=batch) for i, batch in enumerate(batches))
+    return onnx_file_deviation(model, path, seeded_input_sets(model, batches, seed))
+
+
+def seeded_input_sets(model: nn.Module, batches: Iterable[int], seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    """One :func:`network_inputs` set per batch size in ``batches``, seeded ``seed``, ``seed + 1``, ..."""
+    return (network_inputs(model, seed=seed + i, batch=batch) for i, batch in enumerate(batches))
+
+
+def onnx_file_deviation(model: nn.Module, path: Path, inputs: Iterable[Sequence[torch.Tensor]]
+                        ) -> dict[str, dict[str, float]]:
+    """The gate's map deviation of the ONNX file at ``path`` from eager over ``inputs`` (each a set in graph
+    input order), run in fp32 by ONNX Runtime's CPU provider."""
     return exported_deviation(model, session_runner(checking_session(path), uses_ce_mask(model)), inputs)
 
 

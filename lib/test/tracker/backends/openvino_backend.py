@@ -228,8 +228,8 @@ def quantize_static_ir(core: Any, onnx_path: Path, crops: CropSet, seven_bit: bo
 
     fp32 = core.read_model(str(onnx_path))
     names = [port.get_any_name() for port in fp32.inputs]
-    dataset = nncf.Dataset(range(len(crops)), lambda i: dict(zip(names, (t.numpy() for t in crops.inputs(i)),
-                                                                     strict=True)))
+    dataset = nncf.Dataset(list(crops.each()), lambda inputs: dict(zip(names, (t.numpy() for t in inputs),
+                                                                        strict=True)))
     overflow_fix = OverflowFix.ENABLE if seven_bit else OverflowFix.DISABLE
     with quiet(), _nncf_silenced(), kept_signal_stack():
         return nncf.quantize(fp32, dataset, subset_size=len(crops), model_type=nncf.ModelType.TRANSFORMER,
@@ -291,7 +291,7 @@ def head_scope(model: Any) -> Any:
 
 def held_out_deviation(model: nn.Module, compiled: Any, crops: CropSet) -> dict[str, Any]:
     """The gate's relative map deviation of ``compiled`` from eager fp32 ``model`` over the held-out crops."""
-    deviation = exported_deviation(model, compiled_runner(compiled), (crops.inputs(i) for i in range(len(crops))))
+    deviation = exported_deviation(model, compiled_runner(compiled), crops.each())
     return {"map_deviation": max(d["rel"] for d in deviation.values()), "deviation": deviation,
             "crops": len(crops), "sequences": list(crops.sequences)}
 
