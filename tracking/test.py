@@ -10,7 +10,7 @@ checkpoint SHA-256, back-end, code and library versions; analyse them with ``tra
 Stored results are reused only when that manifest matches this run; otherwise the run stops, and ``--force``
 moves them aside (never deletes) or ``--runid N`` tracks into a separate folder.
 
-``--batch N`` tracks N sequences at once in this process, one network call per frame step (a sequence that ends
+``--batch N`` tracks N sequences at once in one process, one network call per frame step (a sequence that ends
 or fails leaves, the next one joins). The boxes are those of ``--batch 1`` (eager fp32: identical; other back-ends
 within their accuracy gate; ``onnx-int8`` runs the samples one by one, since its dynamic quantisation would make
 a frame depend on its batch mates), so the results folder is the same; each frame's time is an equal share of its
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_gpus", type=int, default=0, help="spread workers over this many GPUs")
     parser.add_argument("--batch", type=int, default=1,
                         help="track this many sequences at once in lockstep, one network call per frame step "
-                             "(same boxes and result files as 1; not with --threads)")
+                             "(same boxes and result files as 1; with --threads, per worker)")
     parser.add_argument("--checkpoint", default=None,
                         help="weights (default: the TEST.EPOCH checkpoint of this config's training run)")
     parser.add_argument("--runid", type=int, default=None, help="store as <config>_<runid:03d>")
